@@ -1,0 +1,1 @@
+"""Event-driven follow-up consumer: Kafka in, PostgreSQL state, `followup.due` out."""

@@ -1,0 +1,206 @@
+"""Composition root: builds every adapter from the settings and runs the loops.
+
+Each collaborator is a parameter somewhere below this module, so tests can run
+the same ingest and dispatch code with their own clock, store or publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from consumer.codec import Codec
+from consumer.config import Settings
+from consumer.dispatch import Dispatcher, RetryPolicy
+from consumer.ingest import BatchOutcome, Ingestor
+from consumer.kafka_io import (
+    InRecord,
+    KafkaDeadLetters,
+    KafkaDuePublisher,
+    OffsetsFromDatabase,
+    ensure_topics,
+    make_consumer,
+    make_producer,
+)
+from consumer.rules import Policy
+from consumer.store import Store, create_engine, migrate
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Failures of the infrastructure, worth waiting out, not bugs."""
+    from aiokafka.errors import KafkaError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    return isinstance(exc, OSError | TimeoutError | KafkaError | ConnectionError)
+
+
+class Service:
+    """One running instance: ingest loop, dispatch loop, graceful stop."""
+
+    def __init__(self, settings: Settings, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.stop = asyncio.Event()
+        self.engine = create_engine(settings.database_url)
+        self.store = Store(self.engine, settings.kafka_group_id)
+        self.codec = Codec.load()
+        self.policy = Policy.from_settings(settings)
+        self.producer = make_producer(settings)
+        self.consumer: AIOKafkaConsumer = make_consumer(settings)
+        self.batch_lock = asyncio.Lock()
+        self.ingestor = Ingestor(
+            self.store,
+            self.codec,
+            self.policy,
+            settings.input_topics,
+            KafkaDeadLetters(self.producer, settings.topic_dlq),
+            clock,
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            KafkaDuePublisher(
+                self.producer, settings.topic_followup_due, self.codec, settings.followup_due_format
+            ),
+            self.policy,
+            RetryPolicy(
+                max_retries=settings.max_retries,
+                base=timedelta(seconds=settings.retry_backoff_seconds),
+                cap=timedelta(seconds=settings.retry_backoff_max_seconds),
+            ),
+            clock,
+            batch_size=settings.dispatch_batch_size,
+            lease=timedelta(seconds=settings.dispatch_lease_seconds),
+            poll=timedelta(seconds=settings.dispatch_poll_seconds),
+        )
+        self.assigned: set[TopicPartition] = set()
+
+    async def run(self) -> None:
+        s = self.settings
+        await migrate(self.engine)
+        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
+        await self.producer.start()
+        listener = OffsetsFromDatabase(self.consumer, self.store, self.batch_lock)
+        self.consumer.subscribe(list(s.input_topics), listener=listener)
+        await self.consumer.start()
+        log.info(
+            "consumer started",
+            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
+        )
+        tasks = [asyncio.create_task(self._ingest_loop(), name="ingest")]
+        if s.scheduler_enabled:
+            tasks.append(asyncio.create_task(self.dispatcher.run(self.stop), name="dispatch"))
+        try:
+            await self._until_stopped(tasks)
+        finally:
+            self.stop.set()
+            for t in tasks:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self._close()
+
+    async def _until_stopped(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        stopper = asyncio.create_task(self.stop.wait())
+        done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for t in done:
+            if t is not stopper and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        with contextlib.suppress(Exception):
+            await self.producer.stop()
+        await self.engine.dispose()
+        log.info("consumer stopped")
+
+    async def _ingest_loop(self) -> None:
+        s = self.settings
+        last_kafka_commit = 0.0
+        while not self.stop.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=s.ingest_fetch_timeout_ms, max_records=s.ingest_batch_max_records
+            )
+            records = [r for rs in batch.values() for r in rs]
+            if not records:
+                continue
+            async with self.batch_lock:
+                outcome = await self._process_until_done(records)
+            if outcome is None:
+                return  # stopping
+            self.dispatcher.notify(outcome.earliest_due)
+            log.info(
+                "batch applied",
+                extra={
+                    "events": len(records),
+                    "dead": sum(outcome.dead.values()),
+                    "seconds": round(outcome.seconds, 4),
+                },
+            )
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - last_kafka_commit > 5:
+                last_kafka_commit = loop_time
+                await self._commit_to_kafka(batch)
+
+    async def _process_until_done(self, records: Sequence[InRecord]) -> BatchOutcome | None:
+        """Retry a batch through outages: nothing is fetched until it is applied."""
+        delay = 0.5
+        while True:
+            try:
+                return await self.ingestor.process(records)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                log.warning(
+                    "infrastructure unavailable; retrying batch",
+                    extra={"error": repr(exc), "retry_in": delay},
+                )
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=delay)
+                return None
+            except TimeoutError:
+                delay = min(delay * 2, 30.0)
+
+    async def _commit_to_kafka(self, batch: Mapping[TopicPartition, Sequence[InRecord]]) -> None:
+        """Mirror positions into Kafka for lag tooling; PostgreSQL stays authoritative."""
+        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batch.items() if rs}
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # a rebalance in progress, for one
+            log.debug("kafka commit skipped", extra={"error": repr(exc)})
+
+
+async def run_service(settings: Settings) -> None:
+    service = Service(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop.set)
+    await service.run()
+
+
+async def run_migrations(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+    finally:
+        await engine.dispose()

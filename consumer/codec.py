@@ -1,0 +1,465 @@
+"""Bytes <-> dict for every topic's schema, in Avro single-object encoding or JSON.
+
+The schemas in `schemas/` are the only source of truth: Avro values are read with
+the writer schema named by their fingerprint and resolved into the current schema;
+JSON values are checked field by field against the current schema. Either way the
+result is a plain dict holding every field of the current schema, with timestamps
+as timezone-aware UTC `datetime`s. Anything that does not fit raises `CodecError`.
+
+Everything schema-derived is parsed once in `Codec.load`; `decode` is on the
+consumer's hot path and does no per-call schema work.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Final, NoReturn, cast
+
+from fastavro.read import schemaless_reader
+from fastavro.schema import fingerprint as _fastavro_fingerprint
+from fastavro.schema import parse_schema, to_parsing_canonical_form
+from fastavro.write import schemaless_writer
+
+__all__ = [
+    "AVRO_CONTENT_TYPE",
+    "AVRO_MAGIC",
+    "JSON_CONTENT_TYPE",
+    "Codec",
+    "CodecError",
+]
+
+# `content-type` header values. There is no registered media type for Avro
+# single-object encoding; this vendor type says "Avro binary" unambiguously.
+AVRO_CONTENT_TYPE: Final = "application/vnd.apache.avro+binary"
+JSON_CONTENT_TYPE: Final = "application/json"
+
+# Avro single-object encoding marker. It can never start a UTF-8 JSON text
+# (0x01 is not a continuation byte), so the first two bytes decide the format.
+AVRO_MAGIC: Final = b"\xc3\x01"
+_HEADER_LEN: Final = len(AVRO_MAGIC) + 8
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_HISTORY_FILE = re.compile(r"^(?P<name>[a-z0-9_]+)\.v(?P<version>[1-9][0-9]*)\.avsc$")
+_MISSING: Final = object()
+
+
+class CodecError(ValueError):
+    """A value (or record to encode) does not fit its schema, or is not decodable.
+
+    `schema_violation` separates "well-formed but breaks the schema" (missing
+    field, wrong type, timestamp without offset) from "cannot be read at all"
+    (truncated Avro, unknown fingerprint, invalid JSON), so callers can report
+    the two differently.
+    """
+
+    def __init__(self, schema_name: str, detail: str, *, schema_violation: bool = False) -> None:
+        super().__init__(f"{schema_name}: {detail}")
+        self.schema_name = schema_name
+        self.detail = detail
+        self.schema_violation = schema_violation
+
+
+class _Invalid(Exception):
+    """A field value is of the wrong type; the caller adds schema and field names."""
+
+
+# --- per-field JSON conversion ---------------------------------------------------
+# Each converter takes a non-null JSON value and returns what fastavro would have
+# produced for the same field, or raises _Invalid. Built once per field at load.
+
+
+def _json_string(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    raise _Invalid(f"expected a string, got {_json_type(raw)}")
+
+
+def _json_double(raw: Any) -> float:
+    # bool is an int subclass; true/false is never a number in the schema's sense.
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        try:
+            raw = float(raw)
+        except OverflowError:
+            raise _Invalid("number out of range for a double") from None
+    if not isinstance(raw, float):
+        raise _Invalid(f"expected a number, got {_json_type(raw)}")
+    # json.loads turns 1e400 into inf; JSON has no such number, so reject it.
+    if not math.isfinite(raw):
+        raise _Invalid(f"non-finite number {raw!r}")
+    return raw
+
+
+def _json_integer(bounds: tuple[int, int]) -> Callable[[Any], int]:
+    low, high = bounds
+
+    def convert(raw: Any) -> int:
+        if not isinstance(raw, int) or isinstance(raw, bool):
+            raise _Invalid(f"expected an integer, got {_json_type(raw)}")
+        if not low <= raw <= high:
+            raise _Invalid(f"integer {raw} out of range [{low}, {high}]")
+        return raw
+
+    return convert
+
+
+def _json_boolean(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    raise _Invalid(f"expected true or false, got {_json_type(raw)}")
+
+
+def _json_timestamp(raw: Any) -> datetime:
+    if not isinstance(raw, str):
+        raise _Invalid(f"expected an ISO-8601 timestamp string, got {_json_type(raw)}")
+    try:
+        value = datetime.fromisoformat(raw)
+    except ValueError:
+        raise _Invalid(f"not an ISO-8601 timestamp: {raw[:64]!r}") from None
+    if value.tzinfo is None:
+        # The contract: a timestamp without an offset is ambiguous, hence bad input.
+        raise _Invalid(f"timestamp {raw[:64]!r} has no UTC offset (add 'Z' or '+hh:mm')")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    # timestamp-millis: drop sub-millisecond digits so JSON and Avro agree exactly.
+    if value.microsecond % 1000:
+        value = value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+    return value
+
+
+def _json_type(raw: Any) -> str:
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "boolean"
+    if isinstance(raw, int | float):
+        return "number"
+    if isinstance(raw, str):
+        return "string"
+    if isinstance(raw, list):
+        return "array"
+    if isinstance(raw, dict):
+        return "object"
+    return type(raw).__name__
+
+
+_JSON_CONVERTERS: Final[dict[str, Callable[[Any], Any]]] = {
+    "string": _json_string,
+    "double": _json_double,
+    "float": _json_double,
+    "int": _json_integer(_INT32),
+    "long": _json_integer(_INT64),
+    "boolean": _json_boolean,
+    "timestamp-millis": _json_timestamp,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    name: str
+    kind: str  # key of _JSON_CONVERTERS
+    nullable: bool
+    has_default: bool
+    default: Any
+    from_json: Callable[[Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Schema:
+    """One logical schema: its current version plus every writer it can read."""
+
+    name: str
+    reader: Any  # fastavro-parsed current schema
+    fingerprint: bytes
+    header: bytes  # AVRO_MAGIC + fingerprint, prepended on encode
+    # fingerprint -> (parsed writer schema, reader to resolve into or None when
+    # the writer *is* the current schema, which skips resolution entirely)
+    writers: Mapping[bytes, tuple[Any, Any]]
+    fields: tuple[_Field, ...]
+    field_names: frozenset[str]
+
+
+def _fingerprint(raw_schema: Any) -> bytes:
+    """CRC-64-AVRO of the Parsing Canonical Form, as the 8 bytes that go on the wire.
+
+    fastavro returns the little-endian byte order the Java implementation (and
+    the single-object encoding) uses, as hex; tests cross-check it against the
+    Avro spec's test vectors and an independent Rabin implementation.
+    """
+    return bytes.fromhex(
+        _fastavro_fingerprint(to_parsing_canonical_form(raw_schema), "CRC-64-AVRO")
+    )
+
+
+def _field_spec(schema_name: str, field: Mapping[str, Any]) -> _Field:
+    name = field["name"]
+    avro_type = field["type"]
+    nullable = False
+    # Optional fields are ["null", T] per the contract; nothing else is supported
+    # in JSON, so reject other shapes at load rather than mis-decode later.
+    if isinstance(avro_type, list):
+        if len(avro_type) != 2 or avro_type[0] != "null":
+            raise CodecError(schema_name, f"field {name!r}: only ['null', T] unions are supported")
+        nullable = True
+        avro_type = avro_type[1]
+    if isinstance(avro_type, dict):
+        kind = avro_type.get("logicalType") or avro_type.get("type")
+    else:
+        kind = avro_type
+    if kind not in _JSON_CONVERTERS:
+        raise CodecError(schema_name, f"field {name!r}: type {kind!r} is not supported")
+    return _Field(
+        name=name,
+        kind=kind,
+        nullable=nullable,
+        has_default="default" in field,
+        default=field.get("default"),
+        from_json=_JSON_CONVERTERS[kind],
+    )
+
+
+def _read_schema_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CodecError(path.stem, f"cannot read schema file {path}: {exc}") from exc
+
+
+def default_schemas_dir() -> Path:
+    """`schemas/` beside the package in a checkout; `consumer/_schemas` in a wheel."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "schemas"
+    return checkout if checkout.is_dir() else here / "_schemas"
+
+
+class Codec:
+    """Encodes and decodes values of every schema in a schemas directory.
+
+    Immutable after construction, so one instance can be shared freely.
+    """
+
+    __slots__ = ("_by_fingerprint", "_schemas")
+
+    def __init__(self, directory: Path) -> None:
+        if not directory.is_dir():
+            raise FileNotFoundError(f"schemas directory not found: {directory}")
+        raw_current = {p.stem: _read_schema_file(p) for p in sorted(directory.glob("*.avsc"))}
+        if not raw_current:
+            raise FileNotFoundError(f"no .avsc schemas in {directory}")
+        history: dict[str, list[Any]] = {name: [] for name in raw_current}
+        history_dir = directory / "history"
+        if history_dir.is_dir():
+            for path in sorted(history_dir.glob("*.avsc")):
+                match = _HISTORY_FILE.match(path.name)
+                if match is None or match["name"] not in raw_current:
+                    raise CodecError(
+                        path.stem,
+                        f"history schema {path.name} must be named <current name>.v<N>.avsc",
+                    )
+                history[match["name"]].append(_read_schema_file(path))
+
+        self._schemas: dict[str, _Schema] = {}
+        # Every known fingerprint -> schema name, to explain a value sent to the
+        # wrong topic instead of just calling its fingerprint unknown.
+        self._by_fingerprint: dict[bytes, str] = {}
+        for name, raw in raw_current.items():
+            self._schemas[name] = self._build(name, raw, history[name])
+
+    def _build(self, name: str, raw: Any, older: list[Any]) -> _Schema:
+        if not isinstance(raw, dict) or raw.get("type") != "record":
+            raise CodecError(name, "schema must be an Avro record")
+        try:
+            # A fresh named_schemas per parse: versions share a full name.
+            reader = parse_schema(raw, {})
+            parsed_older = [(parse_schema(o, {}), _fingerprint(o)) for o in older]
+        except Exception as exc:  # fastavro raises several types for bad schemas
+            raise CodecError(name, f"invalid Avro schema: {exc}") from exc
+        current_fp = _fingerprint(raw)
+        writers: dict[bytes, tuple[Any, Any]] = {}
+        for parsed, fp in parsed_older:
+            writers[fp] = (parsed, reader)
+        # Set last: an older version identical in canonical form (only docs
+        # changed) then needs no resolution.
+        writers[current_fp] = (reader, None)
+        for fp in writers:
+            owner = self._by_fingerprint.setdefault(fp, name)
+            if owner != name:
+                raise CodecError(name, f"fingerprint {fp.hex()} is also used by {owner}")
+        fields = tuple(_field_spec(name, f) for f in raw["fields"])
+        return _Schema(
+            name=name,
+            reader=reader,
+            fingerprint=current_fp,
+            header=AVRO_MAGIC + current_fp,
+            writers=writers,
+            fields=fields,
+            field_names=frozenset(f.name for f in fields),
+        )
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Codec:
+        """Load every schema from `path` (default: `default_schemas_dir()`)."""
+        return cls(default_schemas_dir() if path is None else path)
+
+    @property
+    def schema_names(self) -> frozenset[str]:
+        return frozenset(self._schemas)
+
+    def fingerprint(self, schema_name: str) -> bytes:
+        """The 8-byte CRC-64-AVRO fingerprint of the current version, wire order."""
+        return self._schema(schema_name).fingerprint
+
+    def _schema(self, schema_name: str) -> _Schema:
+        try:
+            return self._schemas[schema_name]
+        except KeyError:
+            # A programming error, not bad input: do not disguise it as CodecError.
+            raise KeyError(f"unknown schema {schema_name!r}") from None
+
+    # --- decoding -----------------------------------------------------------------
+
+    def decode(self, schema_name: str, value: bytes) -> dict[str, Any]:
+        """Decode an Avro single-object or JSON value into a dict of the current schema."""
+        schema = self._schema(schema_name)
+        if value.startswith(AVRO_MAGIC):
+            return self._decode_avro(schema, value)
+        if not value:
+            raise CodecError(schema_name, "empty value")
+        return self._decode_json(schema, value)
+
+    def _decode_avro(self, schema: _Schema, value: bytes) -> dict[str, Any]:
+        if len(value) < _HEADER_LEN:
+            raise CodecError(schema.name, "truncated Avro single-object header")
+        fp = value[2:_HEADER_LEN]
+        writer = schema.writers.get(fp)
+        if writer is None:
+            owner = self._by_fingerprint.get(fp)
+            if owner is not None:
+                raise CodecError(
+                    schema.name,
+                    f"value was written with schema {owner!r} (fingerprint {fp.hex()})",
+                    schema_violation=True,
+                )
+            raise CodecError(schema.name, f"unknown writer schema fingerprint {fp.hex()}")
+        fo = BytesIO(value)
+        fo.seek(_HEADER_LEN)
+        try:
+            record = schemaless_reader(fo, writer[0], writer[1])
+        except Exception as exc:
+            # Untrusted bytes make fastavro raise EOFError, IndexError,
+            # OverflowError, UnicodeDecodeError, ...: all mean "not decodable".
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise CodecError(
+                schema.name, f"invalid Avro body (truncated or corrupt): {detail}"
+            ) from exc
+        if fo.tell() != len(value):
+            raise CodecError(
+                schema.name, f"{len(value) - fo.tell()} trailing bytes after the Avro record"
+            )
+        return cast("dict[str, Any]", record)
+
+    def _decode_json(self, schema: _Schema, value: bytes) -> dict[str, Any]:
+        try:
+            # Decode explicitly: json.loads(bytes) would also accept UTF-16/32.
+            obj = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CodecError(schema.name, f"neither Avro nor valid UTF-8 JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise CodecError(schema.name, f"JSON value must be an object, got {_json_type(obj)}")
+        out: dict[str, Any] = {}
+        # Unknown keys are ignored on purpose: producers may add fields before
+        # the schema here catches up, as Avro resolution would allow too.
+        for field in schema.fields:
+            raw = obj.get(field.name, _MISSING)
+            if raw is None:
+                if not field.nullable:
+                    _schema_error(schema.name, field.name, "must not be null")
+                out[field.name] = None
+            elif raw is _MISSING:
+                if not field.has_default:
+                    _schema_error(schema.name, field.name, "required field is missing")
+                out[field.name] = field.default
+            else:
+                try:
+                    out[field.name] = field.from_json(raw)
+                except _Invalid as exc:
+                    _schema_error(schema.name, field.name, str(exc))
+        return out
+
+    # --- encoding -----------------------------------------------------------------
+
+    def encode_avro(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
+        """Avro single-object encoding of `record` with the current schema."""
+        schema = self._schema(schema_name)
+        checked = _check_record(schema, record)
+        fo = BytesIO()
+        fo.write(schema.header)
+        try:
+            schemaless_writer(fo, schema.reader, checked)
+        except Exception as exc:  # _check_record should have caught it already
+            raise CodecError(schema_name, f"cannot encode: {exc}", schema_violation=True) from exc
+        return fo.getvalue()
+
+    def encode_json(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
+        """UTF-8 JSON object of `record`; timestamps as ISO-8601 UTC with a `Z` offset."""
+        schema = self._schema(schema_name)
+        checked = _check_record(schema, record)
+        for field in schema.fields:
+            if field.kind == "timestamp-millis" and checked[field.name] is not None:
+                checked[field.name] = _iso_utc(checked[field.name])
+        return json.dumps(checked, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _reject_constant(name: str) -> NoReturn:
+    # NaN/Infinity are not JSON; Python's json accepts them unless told otherwise.
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _schema_error(schema_name: str, field_name: str, detail: str) -> NoReturn:
+    raise CodecError(schema_name, f"field {field_name!r}: {detail}", schema_violation=True)
+
+
+def _iso_utc(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_record(schema: _Schema, record: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate a record to encode; returns a copy with defaults filled in.
+
+    Stricter than fastavro on purpose: fastavro silently encodes a naive
+    datetime as *local* time and drops misspelled keys.
+    """
+    unknown = record.keys() - schema.field_names
+    if unknown:
+        raise CodecError(schema.name, f"unknown fields {sorted(unknown)!r}", schema_violation=True)
+    out: dict[str, Any] = {}
+    for field in schema.fields:
+        value = record.get(field.name, _MISSING)
+        if value is _MISSING:
+            if not field.has_default:
+                _schema_error(schema.name, field.name, "required field is missing")
+            value = field.default
+        elif value is None:
+            if not field.nullable:
+                _schema_error(schema.name, field.name, "must not be None")
+        elif field.kind == "timestamp-millis":
+            if not isinstance(value, datetime):
+                _schema_error(schema.name, field.name, f"expected a datetime, got {value!r:.64}")
+            if value.tzinfo is None or value.utcoffset() is None:
+                _schema_error(schema.name, field.name, "naive datetime; attach a time zone")
+            value = value.astimezone(UTC)
+        else:
+            # Same type rules as decoding JSON, so whatever is encoded decodes.
+            try:
+                value = field.from_json(value)
+            except _Invalid as exc:
+                _schema_error(schema.name, field.name, str(exc))
+        out[field.name] = value
+    return out

@@ -1,0 +1,103 @@
+"""Configuration from the environment (CONTRACT.md, "Configuration")."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """An environment variable has a value the service cannot run with."""
+
+
+class Settings(BaseSettings):
+    """Every knob the service has; field name upper-cased is the variable name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    database_url: str = "postgresql+asyncpg://postgres@localhost:5432/followups"
+    kafka_group_id: str = "followup-consumer"
+
+    scheduler_timezone: str = "UTC"
+    scheduler_enabled: bool = True
+    followup_delay_hours: float = Field(24, ge=0)
+    reengagement_inactive_days: int = Field(30, ge=1)
+    reengagement_send_hour: int = Field(9, ge=0, le=23)
+    emotion_history_limit: int = Field(5, ge=1, le=1000)
+    emotion_checkin_delay_hours: float = Field(24, ge=0)
+    max_pending_followups_per_user: int = Field(10, ge=1)
+    max_lateness_hours: float = Field(48, gt=0)
+    retention_days: int = Field(90, ge=1)
+    max_retries: int = Field(5, ge=0)
+
+    topic_booking_confirmed: str = "booking.confirmed"
+    topic_booking_cancelled: str = "booking.cancelled"
+    topic_emotion_scored: str = "message.emotion_scored"
+    topic_user_activity: str = "user.activity"
+    topic_followup_due: str = "followup.due"
+    topic_dlq: str = "followup.dlq"
+    # Partitions for topics the service creates itself when they are missing.
+    topic_partitions: int = Field(6, ge=1)
+    followup_due_format: Literal["avro", "json"] = "avro"
+
+    # Throughput knobs: bigger batches mean fewer transactions per event.
+    ingest_batch_max_records: int = Field(5000, ge=1)
+    ingest_fetch_timeout_ms: int = Field(200, ge=1)
+    dispatch_batch_size: int = Field(1000, ge=1)
+    dispatch_lease_seconds: float = Field(30, gt=0)
+    dispatch_poll_seconds: float = Field(1.0, gt=0)
+    publish_timeout_ms: int = Field(30000, ge=1000)
+    retry_backoff_seconds: float = Field(2.0, gt=0)
+    retry_backoff_max_seconds: float = Field(300.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("scheduler_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: str) -> str:
+        if not value.startswith("postgresql+asyncpg://"):
+            raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
+    @property
+    def timezone(self) -> ZoneInfo:
+        return ZoneInfo(self.scheduler_timezone)
+
+    @property
+    def max_lateness(self) -> timedelta:
+        return timedelta(hours=self.max_lateness_hours)
+
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """Topic name -> logical event kind (the schema name)."""
+        return {
+            self.topic_booking_confirmed: "booking_confirmed",
+            self.topic_booking_cancelled: "booking_cancelled",
+            self.topic_emotion_scored: "message_emotion_scored",
+            self.topic_user_activity: "user_activity",
+        }
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from exc

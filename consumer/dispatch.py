@@ -1,0 +1,205 @@
+"""Dispatch: due follow-ups out to `followup.due`, each marked once it is published.
+
+Claim (lease) -> choose and render templates from the projections as they are
+now -> publish the batch -> mark executed while still holding the lease. A
+process that dies between publish and mark leaves a lease that runs out; the
+follow-up is then claimed again and published again with the same `event_id`:
+at-least-once, duplicates confined to that window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from consumer.model import Followup
+from consumer.rules import Policy
+from consumer.store import ClaimedFollowup, Executed, FiringFacts, Store
+from consumer.templates import FiringContext, choose_template, render
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DueMessage:
+    key: str
+    record: dict[str, Any]
+
+
+class DuePublisher(Protocol):
+    async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
+        """Publish all; per message, None when the broker acknowledged it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 5
+    base: timedelta = timedelta(seconds=2)
+    cap: timedelta = timedelta(minutes=5)
+
+    def next_attempt(self, retries_so_far: int, now: datetime) -> datetime | None:
+        """When to try again after a failed attempt; None: give up (`failed`)."""
+        if retries_so_far >= self.max_retries:
+            return None
+        delay: timedelta = min(self.base * (2**retries_so_far), self.cap)
+        return now + delay
+
+
+def due_record(
+    f: Followup, template_id: str, message: str, attempt: int, now: datetime
+) -> dict[str, Any]:
+    """The `followup.due` event; `event_id` is the follow-up's id, stable across resends."""
+    return {
+        "event_id": f.id,
+        "followup_id": f.id,
+        "user_id": f.user_id,
+        "conversation_id": f.conversation_id,
+        "trigger_type": f.trigger_type.value,
+        "template_id": template_id,
+        "message": message,
+        "scheduled_at": f.scheduled_at,
+        "emitted_at": now,
+        "booking_id": (f.active_booking_ids or f.booking_ids or (None,))[0],
+        "attempt": attempt,
+    }
+
+
+def firing_context(f: Followup, facts: FiringFacts) -> FiringContext:
+    return FiringContext(
+        scores=facts.scores.get(f.conversation_id, ()),
+        has_live_booking=f.user_id in facts.users_with_live_booking,
+        last_activity_at=facts.last_activity.get(f.user_id),
+    )
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        publisher: DuePublisher,
+        policy: Policy,
+        retry: RetryPolicy,
+        clock: Callable[[], datetime],
+        *,
+        batch_size: int = 1000,
+        lease: timedelta = timedelta(seconds=30),
+        poll: timedelta = timedelta(seconds=1),
+        owner: str | None = None,
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.policy = policy
+        self.retry = retry
+        self.clock = clock
+        self.batch_size = batch_size
+        self.lease = lease
+        self.poll = poll
+        self.owner = owner or f"dispatcher-{uuid.uuid4()}"
+        self._wake = asyncio.Event()
+        self._next_wake: datetime | None = None
+
+    def notify(self, earliest_due: datetime | None) -> None:
+        """Ingest scheduled something: wake early if it is due before our next look."""
+        if earliest_due is None:
+            return
+        if self._next_wake is None or earliest_due < self._next_wake:
+            self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                sent = await self.dispatch_due()
+                if sent >= self.batch_size:
+                    continue  # a backlog: keep going without sleeping
+                wait = await self._seconds_until_next()
+            except Exception:
+                log.exception("dispatch failed; retrying")
+                wait = self.poll.total_seconds()
+            self._wake.clear()
+            stop_wait = asyncio.ensure_future(stop.wait())
+            wake_wait = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait(
+                    {stop_wait, wake_wait}, timeout=wait, return_when="FIRST_COMPLETED"
+                )
+            finally:
+                for fut in (stop_wait, wake_wait):
+                    fut.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fut
+
+    async def _seconds_until_next(self) -> float:
+        now = self.clock()
+        nxt = await self.store.next_due_at()
+        poll = self.poll.total_seconds()
+        if nxt is None:
+            self._next_wake = now + self.poll
+            return poll
+        self._next_wake = min(nxt, now + self.poll)
+        return max(0.0, min(poll, (nxt - now).total_seconds()))
+
+    async def dispatch_due(self) -> int:
+        """One round: claim what is due, publish it, record the outcome. Returns claimed."""
+        now = self.clock()
+        claimed = await self.store.claim_due(self.owner, now, self.lease, self.batch_size)
+        if not claimed:
+            return 0
+        started = time.perf_counter()
+        late = now - self.policy.max_lateness
+        stale = [c for c in claimed if c.retry_count == 0 and c.followup.scheduled_at < late]
+        fresh = [c for c in claimed if not (c.retry_count == 0 and c.followup.scheduled_at < late)]
+        if stale:
+            await self.store.mark_expired(self.owner, [c.followup.id for c in stale])
+            log.info("expired without sending", extra={"count": len(stale)})
+        if fresh:
+            await self._send(fresh, now)
+        log.debug(
+            "dispatch round",
+            extra={"claimed": len(claimed), "seconds": round(time.perf_counter() - started, 4)},
+        )
+        return len(claimed)
+
+    async def _send(self, claimed: Sequence[ClaimedFollowup], now: datetime) -> None:
+        facts = await self.store.firing_facts([c.followup for c in claimed])
+        rendered: list[Executed] = []
+        messages: list[DueMessage] = []
+        for c in claimed:
+            f = c.followup
+            ctx = firing_context(f, facts)
+            template = choose_template(f, ctx)
+            text = render(template, f, ctx, now)
+            rendered.append(Executed(f.id, template.value, text))
+            messages.append(
+                DueMessage(f.user_id, due_record(f, template.value, text, c.retry_count + 1, now))
+            )
+        results = await self.publisher.publish(messages)
+        done = [r for r, err in zip(rendered, results, strict=True) if err is None]
+        await self.store.mark_executed(self.owner, done, self.clock())
+        for c, err in zip(claimed, results, strict=True):
+            if err is None:
+                log.info(
+                    "follow-up sent",
+                    extra={"followup_id": c.followup.id, "user_id": c.followup.user_id},
+                )
+                continue
+            retry_at = self.retry.next_attempt(c.retry_count, self.clock())
+            await self.store.mark_publish_failed(
+                self.owner, c.followup.id, f"{type(err).__name__}: {err}", retry_at
+            )
+            log.warning(
+                "publish failed",
+                extra={
+                    "followup_id": c.followup.id,
+                    "user_id": c.followup.user_id,
+                    "error": repr(err),
+                    "retry_at": retry_at,
+                },
+            )

@@ -1,0 +1,178 @@
+"""Ingest: a batch of records in, their effects and offsets committed together.
+
+decode -> dead letters out -> lock and load the rows the batch touches ->
+`rules.decide` per event in memory -> write back what changed, with the offsets,
+in one transaction. A crash anywhere before the commit leaves nothing applied;
+the batch is read again from the saved offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from sqlalchemy.exc import DBAPIError
+
+from consumer.codec import Codec
+from consumer.events import (
+    BookingCancelled,
+    BookingConfirmed,
+    EmotionScored,
+    EventKind,
+    InputEvent,
+)
+from consumer.kafka_io import DeadLetter, InRecord
+from consumer.model import Followup, Status, TriggerType
+from consumer.rules import Policy, decide
+from consumer.store import BatchKeys, Store
+from consumer.wire import BadInput, parse_event
+
+log = logging.getLogger(__name__)
+
+# Deadlock and serialization failures: the batch is simply run again.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+
+
+class DeadLetterSink(Protocol):
+    async def send(self, dead: Sequence[DeadLetter]) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    applied: Counter[str] = field(default_factory=Counter)  # by topic
+    dead: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, error type)
+    refused: Counter[TriggerType] = field(default_factory=Counter)
+    scheduled: Counter[TriggerType] = field(default_factory=Counter)
+    cancelled: Counter[TriggerType] = field(default_factory=Counter)
+    expired: Counter[TriggerType] = field(default_factory=Counter)
+    earliest_due: datetime | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    record: InRecord
+    event: InputEvent
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        codec: Codec,
+        policy: Policy,
+        topic_kinds: Mapping[str, str],
+        dead_letters: DeadLetterSink,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.codec = codec
+        self.policy = policy
+        self.topic_kinds = {t: EventKind(k) for t, k in topic_kinds.items()}
+        self.dead_letters = dead_letters
+        self.clock = clock
+
+    def decode(self, records: Sequence[InRecord]) -> tuple[list[Decoded], list[DeadLetter]]:
+        good: list[Decoded] = []
+        dead: list[DeadLetter] = []
+        for record in records:
+            try:
+                event = parse_event(self.topic_kinds[record.topic], record.value, self.codec)
+            except BadInput as exc:
+                dead.append(DeadLetter(record, exc.error_type, exc.message))
+            else:
+                good.append(Decoded(record, event))
+        return good, dead
+
+    async def process(self, records: Sequence[InRecord]) -> BatchOutcome:
+        """Apply a batch exactly once; raises only on infrastructure failures."""
+        started = time.perf_counter()
+        decoded, dead = self.decode(records)
+        if dead:
+            # Published before the offsets are committed: a dead letter is never lost
+            # (a crash in between may publish it twice).
+            await self.dead_letters.send(dead)
+            for d in dead:
+                log.warning(
+                    "dead-lettered",
+                    extra={
+                        "topic": d.record.topic,
+                        "partition": d.record.partition,
+                        "offset": d.record.offset,
+                        "error_type": d.error_type,
+                        "error": d.message,
+                    },
+                )
+        offsets: dict[tuple[str, int], int] = {}
+        for r in records:
+            key = (r.topic, r.partition)
+            offsets[key] = max(offsets.get(key, 0), r.offset + 1)
+        # Event time order inside the batch; per-partition order is kept for ties.
+        decoded.sort(key=lambda d: d.event.occurred_at)
+        for attempt in range(1, 6):
+            try:
+                outcome = await self._apply(decoded, offsets)
+                break
+            except DBAPIError as exc:
+                code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+                if code not in _RETRYABLE_SQLSTATES or attempt == 5:
+                    raise
+                log.info("batch conflicted, running it again", extra={"sqlstate": code})
+                await asyncio.sleep(0.05 * attempt)
+        for d in dead:
+            outcome.dead[(d.record.topic, d.error_type)] += 1
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    async def _apply(
+        self, decoded: Sequence[Decoded], offsets: Mapping[tuple[str, int], int]
+    ) -> BatchOutcome:
+        now = self.clock()
+        outcome = BatchOutcome()
+        async with self.store.ingest_transaction() as tx:
+            ws = await tx.lock_and_load(_keys(decoded), now)
+            before = dict(ws.followups)
+            for d in decoded:
+                ws.apply(decide(ws, d.event, self.policy, now))
+                outcome.applied[d.record.topic] += 1
+            await tx.save(ws, offsets)
+        outcome.refused = ws.refused
+        for id_ in ws.dirty_followups:
+            _count_transition(outcome, before.get(id_), ws.followups[id_])
+        return outcome
+
+
+def _count_transition(outcome: BatchOutcome, old: Followup | None, new: Followup) -> None:
+    kind = new.trigger_type
+    if new.status is Status.PENDING:
+        if old is None or old.status is not Status.PENDING:
+            outcome.scheduled[kind] += 1
+        if outcome.earliest_due is None or new.scheduled_at < outcome.earliest_due:
+            outcome.earliest_due = new.scheduled_at
+    elif new.status is Status.CANCELLED and (old is None or old.status is not Status.CANCELLED):
+        outcome.cancelled[kind] += 1
+    elif new.status is Status.EXPIRED and (old is None or old.status is not Status.EXPIRED):
+        outcome.expired[kind] += 1
+
+
+def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
+    users: set[str] = set()
+    bookings: set[str] = set()
+    conversations: set[str] = set()
+    for d in decoded:
+        e = d.event
+        if isinstance(e, BookingCancelled):
+            bookings.add(e.booking_id)
+            continue  # a cancellation is not activity: it needs no user row
+        users.add(e.user_id)
+        if isinstance(e, BookingConfirmed):
+            bookings.add(e.booking_id)
+        elif isinstance(e, EmotionScored):
+            conversations.add(e.conversation_id)
+    return BatchKeys(frozenset(users), frozenset(bookings), frozenset(conversations))

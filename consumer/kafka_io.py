@@ -1,0 +1,186 @@
+"""The one place that talks to Kafka: clients, topics, dead letters, offsets on assignment."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from consumer.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
+from consumer.config import Settings
+from consumer.dispatch import DueMessage
+from consumer.store import Store
+
+log = logging.getLogger(__name__)
+
+Headers = Sequence[tuple[str, bytes]]
+
+
+class InRecord(Protocol):
+    """What ingest needs of a consumed record (aiokafka's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: InRecord
+    error_type: str
+    message: str
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        kept = [(k, v) for k, v in self.record.headers if not k.startswith("dlq.")]
+        return [
+            *kept,
+            ("dlq.original.topic", self.record.topic.encode()),
+            ("dlq.original.partition", str(self.record.partition).encode()),
+            ("dlq.original.offset", str(self.record.offset).encode()),
+            ("dlq.error.type", self.error_type.encode()),
+            ("dlq.error.message", self.message.encode("utf-8", "replace")[:4000]),
+        ]
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by every client."""
+    return {"bootstrap_servers": settings.kafka_bootstrap_servers}
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
+    """Create missing topics; existing ones are left as they are."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in dict.fromkeys(names) if n not in existing]
+        if missing:
+            # Another instance may win the race to create them.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(
+                    [NewTopic(n, settings.topic_partitions, 1) for n in missing]
+                )
+            log.info("created topics", extra={"topics": missing})
+    finally:
+        await admin.close()
+
+
+def make_producer(settings: Settings) -> AIOKafkaProducer:
+    # Idempotent producer: broker-side retries never duplicate a record.
+    return AIOKafkaProducer(
+        **client_options(settings),
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+        request_timeout_ms=settings.publish_timeout_ms,
+    )
+
+
+def make_consumer(settings: Settings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        **client_options(settings),
+        group_id=settings.kafka_group_id,
+        enable_auto_commit=False,  # positions live in PostgreSQL with the effects
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+
+
+class KafkaDeadLetters:
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self.producer = producer
+        self.topic = topic
+
+    async def send(self, dead: Sequence[DeadLetter]) -> None:
+        """Publish and wait for every one: only then may their offsets be committed."""
+        futures = [
+            await self.producer.send(
+                self.topic, value=d.record.value, key=d.record.key, headers=d.headers()
+            )
+            for d in dead
+        ]
+        await asyncio.gather(*futures)
+
+
+class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Positions come from PostgreSQL, where they were saved with their effects."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, store: Store, batch_lock: asyncio.Lock) -> None:
+        self.consumer = consumer
+        self.store = store
+        self.batch_lock = batch_lock
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Let the batch in hand finish (and commit) before the partitions move on.
+        async with self.batch_lock:
+            log.info("partitions revoked", extra={"partitions": _names(revoked)})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        saved = await self.store.load_offsets((tp.topic, tp.partition) for tp in assigned)
+        fresh = []
+        for tp in assigned:
+            offset = saved.get((tp.topic, tp.partition))
+            if offset is None:
+                fresh.append(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        if fresh:
+            # Never processed here: read the history (CONTRACT.md, Configuration).
+            await self.consumer.seek_to_beginning(*fresh)
+        log.info(
+            "partitions assigned",
+            extra={"partitions": _names(assigned), "from_database": len(saved)},
+        )
+
+
+def _names(tps: Iterable[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
+
+
+class KafkaDuePublisher:
+    """Writes `followup.due` records (Avro single-object or JSON, per configuration)."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str, codec: Codec, fmt: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.codec = codec
+        self.fmt = fmt
+
+    def encode(self, record: Mapping[str, Any]) -> tuple[bytes, str]:
+        if self.fmt == "json":
+            return self.codec.encode_json("followup_due", record), JSON_CONTENT_TYPE
+        return self.codec.encode_avro("followup_due", record), AVRO_CONTENT_TYPE
+
+    async def _one(self, key: str, record: Mapping[str, Any]) -> None:
+        value, content_type = self.encode(record)
+        delivery = await self.producer.send(
+            self.topic,
+            value=value,
+            key=key.encode(),
+            headers=[("content-type", content_type.encode())],
+        )
+        await delivery
+
+    async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
+        results = await asyncio.gather(
+            *(self._one(m.key, m.record) for m in messages), return_exceptions=True
+        )
+        return [r if isinstance(r, BaseException) else None for r in results]

@@ -1,0 +1,128 @@
+"""The domain's values: follow-ups and the projections the rules read.
+
+Plain frozen dataclasses; the rules return new versions instead of mutating, so
+a batch can be decided in memory and written back once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+
+class TriggerType(StrEnum):
+    POST_EVENT = "post_event"
+    RE_ENGAGEMENT = "re_engagement"
+    EMOTION_BASED = "emotion_based"
+    CUSTOM = "custom"
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    EXECUTED = "executed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+
+_ID_NAMESPACE = uuid.UUID("6f1e2a52-4c1b-4b39-9a57-1d0c5b0f7e11")
+
+
+def followup_id(*parts: str) -> str:
+    """A stable id from the facts that caused a follow-up.
+
+    Replaying the same input (into this database or a fresh one) yields the same
+    ids, so the `event_id` of `followup.due` lets the messaging service drop
+    copies it has already seen.
+    """
+    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+
+
+def reengagement_id(user_id: str, cycle: int) -> str:
+    return followup_id(TriggerType.RE_ENGAGEMENT, user_id, str(cycle))
+
+
+@dataclass(frozen=True, slots=True)
+class Followup:
+    id: str
+    user_id: str
+    conversation_id: str
+    trigger_type: TriggerType
+    scheduled_at: datetime
+    status: Status = Status.PENDING
+    # post_event: every booking attached, and those of them not cancelled.
+    booking_ids: tuple[str, ...] = ()
+    active_booking_ids: tuple[str, ...] = ()
+    event_date: datetime | None = None
+    # re_engagement: the last activity it was scheduled from.
+    activity_basis: datetime | None = None
+    custom_message: str | None = None
+    cancelled_at: datetime | None = None
+    # Claimed by a dispatcher right now: ingest must not move or cancel it.
+    in_flight: bool = False
+
+    @property
+    def is_open(self) -> bool:
+        """Still changeable by new events: pending and not being sent."""
+        return self.status is Status.PENDING and not self.in_flight
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    user_id: str
+    last_activity_at: datetime | None = None
+    timezone: str | None = None
+    # occurred_at of the booking that set `timezone`: the newest one wins.
+    timezone_at: datetime | None = None
+    # Which re-engagement is current (see reengagement_id); None: none yet.
+    reengagement_cycle: int | None = None
+    refused_followups: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    booking_id: str
+    user_id: str
+    event_date: datetime | None = None
+    conversation_id: str | None = None
+    timezone: str | None = None
+    # Version of the confirmation applied: (occurred_at, event_id), newest wins.
+    confirmed_at: datetime | None = None
+    confirm_event_id: str | None = None
+    cancelled_at: datetime | None = None
+    cancel_reason: str | None = None
+    followup_id: str | None = None
+
+    @property
+    def is_live(self) -> bool:
+        """Confirmed and not cancelled."""
+        return self.confirmed_at is not None and self.cancelled_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    message_id: str
+    scored_at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    conversation_id: str
+    user_id: str
+    # Newest first, at most EMOTION_HISTORY_LIMIT of them.
+    scores: tuple[Score, ...] = ()
+    checkin_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A follow-up the per-user limit kept out; counted, never an error."""
+
+    user_id: str
+    trigger_type: TriggerType
+
+
+Change = Followup | UserState | Booking | Conversation | Refused

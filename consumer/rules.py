@@ -1,0 +1,413 @@
+"""Every rule of CONTRACT.md, as pure functions of (state, event, now).
+
+Nothing here reads a clock, a database or Kafka. `decide` returns the new
+versions of whatever an event changes; the caller applies them to its working
+set and persists them. All rules are idempotent and keyed on natural ids, so a
+redelivered or replayed event changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta
+from typing import Literal, Protocol
+from zoneinfo import ZoneInfo
+
+from consumer.config import Settings
+from consumer.events import (
+    BookingCancelled,
+    BookingConfirmed,
+    EmotionScored,
+    InputEvent,
+    UserActivity,
+)
+from consumer.model import (
+    Booking,
+    Change,
+    Conversation,
+    Followup,
+    Refused,
+    Score,
+    Status,
+    TriggerType,
+    UserState,
+    followup_id,
+    reengagement_id,
+)
+
+LOW_EMOTION = 0.4
+HIGH_EMOTION = 0.7
+JOIN_WINDOW = timedelta(days=1)
+
+EmotionBand = Literal["high", "neutral", "low"]
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The tunable numbers of the contract, as durations."""
+
+    followup_delay: timedelta = timedelta(hours=24)
+    checkin_delay: timedelta = timedelta(hours=24)
+    inactive_after: timedelta = timedelta(days=30)
+    send_hour: int = 9
+    default_timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    history_limit: int = 5
+    max_pending_per_user: int = 10
+    max_lateness: timedelta = timedelta(hours=48)
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Policy:
+        return cls(
+            followup_delay=timedelta(hours=s.followup_delay_hours),
+            checkin_delay=timedelta(hours=s.emotion_checkin_delay_hours),
+            inactive_after=timedelta(days=s.reengagement_inactive_days),
+            send_hour=s.reengagement_send_hour,
+            default_timezone=s.timezone,
+            history_limit=s.emotion_history_limit,
+            max_pending_per_user=s.max_pending_followups_per_user,
+            max_lateness=s.max_lateness,
+        )
+
+
+class State(Protocol):
+    """What the rules may read: the projections as they stand mid-batch."""
+
+    def user(self, user_id: str) -> UserState | None: ...
+    def booking(self, booking_id: str) -> Booking | None: ...
+    def conversation(self, conversation_id: str) -> Conversation | None: ...
+    def followup(self, id_: str) -> Followup | None: ...
+    def pending_followups(self, user_id: str) -> Iterable[Followup]: ...
+
+
+# --- pure helpers ---------------------------------------------------------------
+
+
+def average(scores: Sequence[Score]) -> float | None:
+    return sum(s.value for s in scores) / len(scores) if scores else None
+
+
+def emotion_band(scores: Sequence[Score]) -> EmotionBand:
+    """>= 0.7 high, 0.4 <= avg < 0.7 neutral, < 0.4 low; no scores: neutral."""
+    avg = average(scores)
+    if avg is None:
+        return "neutral"
+    if avg >= HIGH_EMOTION:
+        return "high"
+    return "neutral" if avg >= LOW_EMOTION else "low"
+
+
+def reengagement_due(last_activity: datetime, tz: ZoneInfo, policy: Policy) -> datetime:
+    """The first SEND_HOUR:00 local time at or after last activity + the idle period."""
+    threshold = (last_activity + policy.inactive_after).astimezone(tz)
+    day = threshold.date()
+    due = datetime.combine(day, time(policy.send_hour), tzinfo=tz)
+    if due < threshold:
+        due = datetime.combine(day + timedelta(days=1), time(policy.send_hour), tzinfo=tz)
+    return due.astimezone(UTC)
+
+
+def status_for(scheduled_at: datetime, policy: Policy, now: datetime) -> Status:
+    """Too late to be worth sending (backfill, long outage): expired, never sent."""
+    return Status.EXPIRED if scheduled_at < now - policy.max_lateness else Status.PENDING
+
+
+def user_timezone(user: UserState | None, policy: Policy) -> ZoneInfo:
+    if user is not None and user.timezone:
+        return ZoneInfo(user.timezone)
+    return policy.default_timezone
+
+
+def _distance(f: Followup, date: datetime) -> timedelta:
+    assert f.event_date is not None
+    return abs(f.event_date - date)
+
+
+# --- decide -----------------------------------------------------------------------
+
+
+def decide(state: State, event: InputEvent, policy: Policy, now: datetime) -> list[Change]:
+    """The changes one input event causes."""
+    if isinstance(event, BookingConfirmed):
+        return _Decision(state, policy, now).booking_confirmed(event)
+    if isinstance(event, BookingCancelled):
+        return _Decision(state, policy, now).booking_cancelled(event)
+    if isinstance(event, EmotionScored):
+        return _Decision(state, policy, now).emotion_scored(event)
+    return _Decision(state, policy, now).user_activity(event)
+
+
+class _Decision:
+    """Collects the changes of one event so later steps see earlier ones."""
+
+    def __init__(self, state: State, policy: Policy, now: datetime) -> None:
+        self.state = state
+        self.policy = policy
+        self.now = now
+        self.changes: list[Change] = []
+        self._followups: dict[str, Followup] = {}
+
+    # reads that see this decision's own changes first
+    def _followup(self, id_: str | None) -> Followup | None:
+        if id_ is None:
+            return None
+        return self._followups.get(id_) or self.state.followup(id_)
+
+    def _pending(self, user_id: str) -> list[Followup]:
+        seen = {f.id: f for f in self.state.pending_followups(user_id)}
+        seen.update({k: f for k, f in self._followups.items() if f.user_id == user_id})
+        return [f for f in seen.values() if f.status is Status.PENDING]
+
+    def _put(self, change: Change) -> None:
+        if isinstance(change, Followup):
+            self._followups[change.id] = change
+        self.changes.append(change)
+
+    def _room_for_one_more(self, user: UserState, trigger: TriggerType) -> tuple[bool, UserState]:
+        if len(self._pending(user.user_id)) < self.policy.max_pending_per_user:
+            return True, user
+        self._put(Refused(user.user_id, trigger))
+        return False, replace(user, refused_followups=user.refused_followups + 1)
+
+    # --- the four topics ------------------------------------------------------------
+
+    def booking_confirmed(self, e: BookingConfirmed) -> list[Change]:
+        user = self.state.user(e.user_id) or UserState(e.user_id)
+        booking = self.state.booking(e.booking_id) or Booking(e.booking_id, e.user_id)
+        newer = booking.confirmed_at is None or (e.occurred_at, e.event_id) > (
+            booking.confirmed_at,
+            booking.confirm_event_id or "",
+        )
+        tz_changed = False
+        if newer:
+            if e.timezone and (user.timezone_at is None or e.occurred_at >= user.timezone_at):
+                tz_changed = e.timezone != user.timezone
+                user = replace(user, timezone=e.timezone, timezone_at=e.occurred_at)
+            previous_date = booking.event_date
+            booking = replace(
+                booking,
+                user_id=e.user_id,
+                event_date=e.event_date,
+                conversation_id=e.conversation_id,
+                timezone=e.timezone,
+                confirmed_at=e.occurred_at,
+                confirm_event_id=e.event_id,
+            )
+            if booking.cancelled_at is None:
+                booking, user = self._place_post_event(booking, user, previous_date, e.event_id)
+            self._put(booking)
+        self._touch(user, e.occurred_at, tz_changed=tz_changed)
+        return self.changes
+
+    def booking_cancelled(self, e: BookingCancelled) -> list[Change]:
+        booking = self.state.booking(e.booking_id) or Booking(e.booking_id, e.user_id)
+        if booking.cancelled_at is not None:
+            return self.changes
+        # Sticky: a cancellation that arrives before its confirmation still wins.
+        self._put(replace(booking, cancelled_at=e.occurred_at, cancel_reason=e.reason))
+        current = self._followup(booking.followup_id)
+        if current is not None and current.is_open:
+            active = tuple(b for b in current.active_booking_ids if b != e.booking_id)
+            if active:
+                self._put(replace(current, active_booking_ids=active))
+            else:
+                self._put(
+                    replace(
+                        current,
+                        active_booking_ids=(),
+                        status=Status.CANCELLED,
+                        cancelled_at=e.occurred_at,
+                    )
+                )
+        return self.changes
+
+    def emotion_scored(self, e: EmotionScored) -> list[Change]:
+        user = self.state.user(e.user_id) or UserState(e.user_id)
+        conv = self.state.conversation(e.conversation_id) or Conversation(
+            e.conversation_id, e.user_id
+        )
+        if all(s.message_id != e.message_id for s in conv.scores):
+            user = self._score(conv, user, e)
+        self._touch(user, e.occurred_at)
+        return self.changes
+
+    def user_activity(self, e: UserActivity) -> list[Change]:
+        user = self.state.user(e.user_id) or UserState(e.user_id)
+        self._touch(user, e.occurred_at)
+        return self.changes
+
+    # --- post-event ---------------------------------------------------------------
+
+    def _place_post_event(
+        self, booking: Booking, user: UserState, previous_date: datetime | None, event_id: str
+    ) -> tuple[Booking, UserState]:
+        assert booking.event_date is not None
+        date = booking.event_date
+        current = self._followup(booking.followup_id)
+        if current is not None and not current.is_open and previous_date == date:
+            return booking, user  # nothing moved; it already fired or was closed
+        if current is not None and current.is_open:
+            if current.active_booking_ids == (booking.booking_id,):
+                # Sole owner: move it with the booking.
+                at = date + self.policy.followup_delay
+                self._put(
+                    replace(
+                        current,
+                        event_date=date,
+                        scheduled_at=at,
+                        status=status_for(at, self.policy, self.now),
+                        conversation_id=booking.conversation_id or current.conversation_id,
+                    )
+                )
+                return booking, user
+            assert current.event_date is not None
+            if abs(current.event_date - date) <= JOIN_WINDOW:
+                return booking, user  # still within the shared follow-up's window
+            self._detach(current, booking.booking_id, booking.confirmed_at or self.now)
+        joinable = [
+            f
+            for f in self._pending(booking.user_id)
+            if f.is_open
+            and f.trigger_type is TriggerType.POST_EVENT
+            and f.event_date is not None
+            and abs(f.event_date - date) <= JOIN_WINDOW
+        ]
+        if joinable:
+            target = min(joinable, key=lambda f: (_distance(f, date), f.id))
+            self._put(
+                replace(
+                    target,
+                    booking_ids=(*target.booking_ids, booking.booking_id),
+                    active_booking_ids=(*target.active_booking_ids, booking.booking_id),
+                )
+            )
+            return replace(booking, followup_id=target.id), user
+        ok, user = self._room_for_one_more(user, TriggerType.POST_EVENT)
+        if not ok:
+            return replace(booking, followup_id=None), user
+        at = date + self.policy.followup_delay
+        created = Followup(
+            id=followup_id(TriggerType.POST_EVENT, event_id),
+            user_id=booking.user_id,
+            conversation_id=booking.conversation_id or f"booking_{booking.booking_id}",
+            trigger_type=TriggerType.POST_EVENT,
+            scheduled_at=at,
+            status=status_for(at, self.policy, self.now),
+            booking_ids=(booking.booking_id,),
+            active_booking_ids=(booking.booking_id,),
+            event_date=date,
+        )
+        self._put(created)
+        return replace(booking, followup_id=created.id), user
+
+    def _detach(self, shared: Followup, booking_id: str, at: datetime) -> None:
+        """Take a booking off a shared follow-up; with none left it is cancelled."""
+        active = tuple(b for b in shared.active_booking_ids if b != booking_id)
+        self._put(
+            replace(
+                shared,
+                booking_ids=tuple(b for b in shared.booking_ids if b != booking_id),
+                active_booking_ids=active,
+                status=shared.status if active else Status.CANCELLED,
+                cancelled_at=shared.cancelled_at if active else at,
+            )
+        )
+
+    # --- emotion ------------------------------------------------------------------
+
+    def _score(self, conv: Conversation, user: UserState, e: EmotionScored) -> UserState:
+        merged = sorted(
+            (*conv.scores, Score(e.message_id, e.occurred_at, e.score)),
+            key=lambda s: (s.scored_at, s.message_id),
+            reverse=True,
+        )[: self.policy.history_limit]
+        scores = tuple(merged)
+        if scores == conv.scores:
+            return user  # an old score that falls outside the window
+        before, after = average(conv.scores), average(scores)
+        was_low = before is not None and before < LOW_EMOTION
+        is_low = after is not None and after < LOW_EMOTION
+        conv = replace(conv, scores=scores)
+        checkin = self._followup(conv.checkin_id)
+        if is_low and not was_low and not (checkin is not None and checkin.is_open):
+            ok, user = self._room_for_one_more(user, TriggerType.EMOTION_BASED)
+            if ok:
+                at = e.occurred_at + self.policy.checkin_delay
+                created = Followup(
+                    id=followup_id(TriggerType.EMOTION_BASED, e.event_id),
+                    user_id=e.user_id,
+                    conversation_id=e.conversation_id,
+                    trigger_type=TriggerType.EMOTION_BASED,
+                    scheduled_at=at,
+                    status=status_for(at, self.policy, self.now),
+                )
+                self._put(created)
+                conv = replace(conv, checkin_id=created.id)
+        elif (
+            was_low
+            and not is_low
+            and checkin is not None
+            and checkin.is_open
+            and e.occurred_at < checkin.scheduled_at
+        ):
+            self._put(replace(checkin, status=Status.CANCELLED, cancelled_at=e.occurred_at))
+        self._put(conv)
+        return user
+
+    # --- activity and re-engagement ---------------------------------------------------
+
+    def _touch(self, user: UserState, at: datetime, *, tz_changed: bool = False) -> None:
+        """Record activity (never backwards) and keep the re-engagement in step."""
+        newer = user.last_activity_at is None or at > user.last_activity_at
+        if newer:
+            user = replace(user, last_activity_at=at)
+        if newer or tz_changed:
+            user = self._reengage(user, new_activity=newer)
+        if user != self.state.user(user.user_id):
+            self._put(user)
+
+    def _reengage(self, user: UserState, *, new_activity: bool) -> UserState:
+        assert user.last_activity_at is not None
+        due = reengagement_due(user.last_activity_at, user_timezone(user, self.policy), self.policy)
+        cycle = user.reengagement_cycle
+        current = None if cycle is None else self._followup(reengagement_id(user.user_id, cycle))
+        movable = current is not None and (
+            current.is_open or (current.status is Status.EXPIRED and not current.in_flight)
+        )
+        if current is not None and movable:
+            # An expired one was never sent: newer activity supersedes it in place.
+            self._put(
+                replace(
+                    current,
+                    scheduled_at=due,
+                    activity_basis=user.last_activity_at,
+                    status=status_for(due, self.policy, self.now),
+                )
+            )
+            return user
+        if current is not None and (current.in_flight or not new_activity):
+            return user  # being sent now, or nothing new since it was sent
+        if cycle is not None and current is None and not new_activity:
+            return user
+        if (
+            current is not None
+            and current.activity_basis is not None
+            and (user.last_activity_at <= current.activity_basis)
+        ):
+            return user
+        ok, user = self._room_for_one_more(user, TriggerType.RE_ENGAGEMENT)
+        if not ok:
+            return user
+        next_cycle = 0 if cycle is None else cycle + 1
+        self._put(
+            Followup(
+                id=reengagement_id(user.user_id, next_cycle),
+                user_id=user.user_id,
+                conversation_id="",
+                trigger_type=TriggerType.RE_ENGAGEMENT,
+                scheduled_at=due,
+                status=status_for(due, self.policy, self.now),
+                activity_basis=user.last_activity_at,
+            )
+        )
+        return replace(user, reengagement_cycle=next_cycle)

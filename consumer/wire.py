@@ -1,0 +1,283 @@
+"""From a Kafka value to a validated domain event, or `BadInput` saying why not.
+
+Two steps: `Codec.decode` turns bytes into a dict that fits the topic's schema,
+then a strict pydantic model enforces the contract's rules (id shapes, score
+range, sane dates, real time zones) before the frozen dataclass of
+`consumer.events` is built. Every failure of either step becomes `BadInput`, the
+one error the consumer routes to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from functools import cache
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
+from zoneinfo import available_timezones
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+from consumer.codec import CodecError
+from consumer.events import (
+    BookingCancelled,
+    BookingConfirmed,
+    EmotionScored,
+    EventKind,
+    InputEvent,
+    UserActivity,
+)
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
+
+    from consumer.codec import Codec
+
+__all__ = ["BadInput", "ErrorType", "event_from_record", "parse_event"]
+
+ErrorType = Literal["decode_error", "schema_error", "rule_violation"]
+
+ID_MAX_CHARS: Final = 255
+ACTIVITY_TYPE_MAX_CHARS: Final = 100
+FREE_TEXT_MAX_CHARS: Final = 1000
+# Anything outside this window is a producer bug (epoch zero, ms-vs-s mix-ups),
+# not a real booking; scheduling from it would fire or expire nonsense.
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class BadInput(Exception):
+    """A value the consumer cannot use; it goes to the dead-letter topic.
+
+    `error_type` is machine-readable (a DLQ header): `decode_error` (not
+    decodable: tombstone, garbage, truncated Avro, unknown writer schema),
+    `schema_error` (decodable but does not fit the schema) or `rule_violation`
+    (fits the schema, breaks a contract rule). `message` names the field.
+    """
+
+    def __init__(self, error_type: ErrorType, message: str) -> None:
+        super().__init__(f"{error_type}: {message}")
+        self.error_type: ErrorType = error_type
+        self.message = message
+
+
+# --- field rules -------------------------------------------------------------------
+# NUL is rejected in every string: PostgreSQL text and JSONB cannot store it.
+
+
+def _check_id(value: str) -> str:
+    if len(value) > ID_MAX_CHARS:
+        raise ValueError(f"must be at most {ID_MAX_CHARS} characters, got {len(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    # Kept verbatim (not stripped): ids are opaque and must match other systems.
+    return value
+
+
+def _check_activity_type(value: str) -> str:
+    if len(value) > ACTIVITY_TYPE_MAX_CHARS:
+        raise ValueError(f"must be at most {ACTIVITY_TYPE_MAX_CHARS} characters, got {len(value)}")
+    if not value.strip():
+        raise ValueError("must not be empty or blank")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _check_free_text(value: str) -> str:
+    if len(value) > FREE_TEXT_MAX_CHARS:
+        raise ValueError(f"must be at most {FREE_TEXT_MAX_CHARS} characters, got {len(value)}")
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    # Scanned once (tens of ms). ZoneInfo() alone would also accept host
+    # files such as "localtime" or "posix/...", which are not IANA names and
+    # could mean something else on another machine; "Factory" is a placeholder
+    # zone, never a customer's.
+    return frozenset(available_timezones() - {"localtime", "posixrules", "Factory"})
+
+
+def _check_timezone(value: str) -> str:
+    if value not in _iana_zones():
+        raise ValueError(f"{value[:64]!r} is not an IANA time zone name")
+    return value
+
+
+def _check_timestamp(value: datetime) -> datetime:
+    # AwareDatetime has already refused naive values.
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError(
+            f"{value.isoformat()} is outside {EARLIEST.date()}..{LATEST.date()}; "
+            "not a plausible date"
+        )
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+Timestamp = Annotated[AwareDatetime, AfterValidator(_check_timestamp)]
+ActivityType = Annotated[str, AfterValidator(_check_activity_type)]
+FreeText = Annotated[str, AfterValidator(_check_free_text)]
+TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+# --- wire models -------------------------------------------------------------------
+
+
+class _WireEvent(BaseModel):
+    # strict: the codec already produced the schema's Python types; anything
+    # else (a "0.5" string for a score) is a bug upstream, not something to coerce.
+    model_config = ConfigDict(strict=True, frozen=True, extra="ignore")
+
+    event_id: Id
+    occurred_at: Timestamp
+    user_id: Id
+
+
+class _BookingConfirmedIn(_WireEvent):
+    booking_id: Id
+    event_date: Timestamp
+    conversation_id: Id | None = None
+    timezone: TimeZoneName | None = None
+
+    def to_event(self) -> BookingConfirmed:
+        return BookingConfirmed(
+            event_id=self.event_id,
+            occurred_at=self.occurred_at,
+            user_id=self.user_id,
+            booking_id=self.booking_id,
+            event_date=self.event_date,
+            # The contract's default, so every booking has a conversation.
+            conversation_id=self.conversation_id or f"booking_{self.booking_id}",
+            timezone=self.timezone,
+        )
+
+
+class _BookingCancelledIn(_WireEvent):
+    booking_id: Id
+    reason: FreeText | None = None
+
+    def to_event(self) -> BookingCancelled:
+        return BookingCancelled(
+            event_id=self.event_id,
+            occurred_at=self.occurred_at,
+            user_id=self.user_id,
+            booking_id=self.booking_id,
+            reason=self.reason,
+        )
+
+
+class _EmotionScoredIn(_WireEvent):
+    conversation_id: Id
+    message_id: Id
+    score: Score
+    label: FreeText | None = None
+
+    def to_event(self) -> EmotionScored:
+        return EmotionScored(
+            event_id=self.event_id,
+            occurred_at=self.occurred_at,
+            user_id=self.user_id,
+            conversation_id=self.conversation_id,
+            message_id=self.message_id,
+            score=self.score,
+            label=self.label,
+        )
+
+
+class _UserActivityIn(_WireEvent):
+    activity_type: ActivityType
+    conversation_id: Id | None = None
+
+    def to_event(self) -> UserActivity:
+        return UserActivity(
+            event_id=self.event_id,
+            occurred_at=self.occurred_at,
+            user_id=self.user_id,
+            activity_type=self.activity_type,
+            conversation_id=self.conversation_id,
+        )
+
+
+_WireModel = _BookingConfirmedIn | _BookingCancelledIn | _EmotionScoredIn | _UserActivityIn
+_Builder = Callable[[Mapping[str, Any]], InputEvent]
+
+
+def _builder(model: type[_WireModel]) -> _Builder:
+    # Bind model_validate once instead of looking it up per event.
+    validate = model.model_validate
+
+    def build(record: Mapping[str, Any]) -> InputEvent:
+        return validate(record).to_event()
+
+    return build
+
+
+_BUILDERS: Final[dict[EventKind, _Builder]] = {
+    EventKind.BOOKING_CONFIRMED: _builder(_BookingConfirmedIn),
+    EventKind.BOOKING_CANCELLED: _builder(_BookingCancelledIn),
+    EventKind.EMOTION_SCORED: _builder(_EmotionScoredIn),
+    EventKind.USER_ACTIVITY: _builder(_UserActivityIn),
+}
+
+# pydantic error types that mean "the dict does not fit the schema" rather than
+# "a value breaks a rule"; the codec normally catches these first.
+_SCHEMA_ERROR_TYPES: Final = frozenset({"missing", "model_type", "dict_type", "timezone_aware"})
+
+
+def _error_type(error: ErrorDetails) -> ErrorType:
+    kind = error["type"]
+    if kind in _SCHEMA_ERROR_TYPES or kind.endswith(("_type", "_parsing")):
+        return "schema_error"
+    return "rule_violation"
+
+
+def _describe(error: ErrorDetails) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "<value>"
+    ctx = error.get("ctx") or {}
+    # Our own validators' ValueError text, without pydantic's "Value error, ".
+    detail = (
+        str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else error["msg"]
+    )
+    if error["type"] == "missing":
+        return f"field {field!r}: {detail}"
+    return f"field {field!r}: {detail} (got {error['input']!r:.80})"
+
+
+def _bad_input(kind: EventKind, exc: ValidationError) -> BadInput:
+    errors = exc.errors(include_url=False)
+    # Schema errors outrank rule violations: the producer's shape is wrong.
+    types = {_error_type(e) for e in errors}
+    error_type: ErrorType = "schema_error" if "schema_error" in types else "rule_violation"
+    return BadInput(error_type, f"{kind.value}: " + "; ".join(_describe(e) for e in errors))
+
+
+def event_from_record(kind: EventKind, record: Mapping[str, Any]) -> InputEvent:
+    """Apply the contract's rules to an already-decoded record of `kind`."""
+    try:
+        return _BUILDERS[kind](record)
+    except ValidationError as exc:
+        raise _bad_input(kind, exc) from exc
+
+
+def parse_event(kind: EventKind, value: bytes | None, codec: Codec) -> InputEvent:
+    """Decode a Kafka value of `kind`'s topic into its domain event.
+
+    Raises BadInput for anything unusable, including a tombstone (None value).
+    """
+    if value is None:
+        raise BadInput("decode_error", f"{kind.value}: value is null (tombstone)")
+    try:
+        record = codec.decode(kind.value, value)
+    except CodecError as exc:
+        raise BadInput(
+            "schema_error" if exc.schema_violation else "decode_error", str(exc)
+        ) from exc
+    return event_from_record(kind, record)

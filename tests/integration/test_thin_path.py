@@ -38,7 +38,8 @@ async def test_confirmed_booking_is_followed_up_when_due(settings: Settings) -> 
         assert row["status"] == "pending"
         assert row["user_id"] == user
         assert row["trigger_type"] == "post_event"
-        assert abs((row["scheduled_at"] - (event_date + timedelta(hours=24))).total_seconds()) < 0.01
+        expected_at = event_date + timedelta(hours=24)
+        assert abs((row["scheduled_at"] - expected_at).total_seconds()) < 0.01
 
         executed = await wait_until(
             lambda: query(settings, post_event + " AND status = 'executed'"),

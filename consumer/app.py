@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
@@ -44,12 +45,13 @@ def utc_now() -> datetime:
 
 def _transient(exc: BaseException) -> bool:
     """Failures of the infrastructure, worth waiting out, not bugs."""
-    from aiokafka.errors import KafkaError
-
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
     if isinstance(exc, DBAPIError):
-        return bool(exc.connection_invalidated)
+        if exc.connection_invalidated or isinstance(exc, OperationalError | InterfaceError):
+            return True
+        # Connection exceptions (08), operator intervention such as a shutdown (57),
+        # insufficient resources (53).
+        code = str(getattr(exc.orig, "sqlstate", "") or "")
+        return code[:2] in {"08", "57", "53"}
     return isinstance(exc, OSError | TimeoutError | KafkaError | ConnectionError)
 
 

@@ -38,6 +38,10 @@ class DuePublisher(Protocol):
         """Publish all; per message, None when the broker acknowledged it."""
         ...
 
+    async def broker_reachable(self) -> bool:
+        """Whether the cluster answers at all (an outage is not the follow-up's fault)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -138,7 +142,7 @@ class Dispatcher:
 
     async def _seconds_until_next(self) -> float:
         now = self.clock()
-        nxt = await self.store.next_due_at()
+        nxt = await self.store.next_due_at(now)
         poll = self.poll.total_seconds()
         if nxt is None:
             self._next_wake = now + self.poll
@@ -183,23 +187,38 @@ class Dispatcher:
         results = await self.publisher.publish(messages)
         done = [r for r, err in zip(rendered, results, strict=True) if err is None]
         await self.store.mark_executed(self.owner, done, self.clock())
+        failures = [(c, err) for c, err in zip(claimed, results, strict=True) if err is not None]
         for c, err in zip(claimed, results, strict=True):
             if err is None:
                 log.info(
                     "follow-up sent",
                     extra={"followup_id": c.followup.id, "user_id": c.followup.user_id},
                 )
-                continue
-            retry_at = self.retry.next_attempt(c.retry_count, self.clock())
+        if failures:
+            await self._record_failures(failures)
+
+    async def _record_failures(
+        self, failures: Sequence[tuple[ClaimedFollowup, BaseException]]
+    ) -> None:
+        # A broker outage would otherwise burn every due follow-up's retries and
+        # mark them all failed; only failures while the cluster answers count.
+        counts = await self.publisher.broker_reachable()
+        now = self.clock()
+        for c, err in failures:
+            if counts:
+                retry_at = self.retry.next_attempt(c.retry_count, now)
+            else:
+                retry_at = now + self.retry.base
             await self.store.mark_publish_failed(
-                self.owner, c.followup.id, f"{type(err).__name__}: {err}", retry_at
+                self.owner, c.followup.id, f"{type(err).__name__}: {err}", retry_at, counts=counts
             )
             log.warning(
-                "publish failed",
+                "publish failed" if counts else "publish failed: broker unreachable",
                 extra={
                     "followup_id": c.followup.id,
                     "user_id": c.followup.user_id,
                     "error": repr(err),
                     "retry_at": retry_at,
+                    "attempt": c.retry_count + 1,
                 },
             )

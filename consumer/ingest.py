@@ -90,8 +90,14 @@ class Ingestor:
                 good.append(Decoded(record, event))
         return good, dead
 
-    async def process(self, records: Sequence[InRecord]) -> BatchOutcome:
-        """Apply a batch exactly once; raises only on infrastructure failures."""
+    async def process(
+        self, records: Sequence[InRecord], *, save_offsets: bool = True
+    ) -> BatchOutcome:
+        """Apply a batch exactly once; raises only on infrastructure failures.
+
+        `save_offsets=False` (replay) applies the events without moving the
+        group's stored positions: the rules are idempotent, so that is safe.
+        """
         started = time.perf_counter()
         decoded, dead = self.decode(records)
         if dead:
@@ -110,7 +116,7 @@ class Ingestor:
                     },
                 )
         offsets: dict[tuple[str, int], int] = {}
-        for r in records:
+        for r in records if save_offsets else ():
             key = (r.topic, r.partition)
             offsets[key] = max(offsets.get(key, 0), r.offset + 1)
         # Event time order inside the batch; per-partition order is kept for ties.

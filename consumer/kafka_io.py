@@ -134,7 +134,7 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
             log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        saved = await self.store.load_offsets((tp.topic, tp.partition) for tp in assigned)
+        saved = await self._saved_offsets(assigned)
         fresh = []
         for tp in assigned:
             offset = saved.get((tp.topic, tp.partition))
@@ -149,6 +149,21 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
             "partitions assigned",
             extra={"partitions": _names(assigned), "from_database": len(saved)},
         )
+
+    async def _saved_offsets(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
+        # Without them the consumer would start from Kafka's mirror or the beginning:
+        # harmless (rules are idempotent) but slow, so wait for the database instead.
+        delay = 0.5
+        while True:
+            try:
+                return await self.store.load_offsets((tp.topic, tp.partition) for tp in assigned)
+            except Exception as exc:
+                log.warning(
+                    "cannot read saved offsets; retrying",
+                    extra={"error": repr(exc), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
 
 def _names(tps: Iterable[TopicPartition]) -> list[str]:
@@ -178,6 +193,14 @@ class KafkaDuePublisher:
             headers=[("content-type", content_type.encode())],
         )
         await delivery
+
+    async def broker_reachable(self) -> bool:
+        try:
+            return bool(
+                await asyncio.wait_for(self.producer.client.force_metadata_update(), timeout=5)
+            )
+        except Exception:
+            return False
 
     async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
         results = await asyncio.gather(

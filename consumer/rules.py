@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
+from decimal import Decimal
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo
 
@@ -84,7 +85,13 @@ class State(Protocol):
 
 
 def average(scores: Sequence[Score]) -> float | None:
-    return sum(s.value for s in scores) / len(scores) if scores else None
+    """The mean of the scores as written: 0.7 and 0.1 average to 0.4, not 0.39999999999999997.
+
+    Binary float sums would put averages that are exactly on a threshold in the wrong band.
+    """
+    if not scores:
+        return None
+    return float(sum((Decimal(repr(s.value)) for s in scores), Decimal(0)) / len(scores))
 
 
 def emotion_band(scores: Sequence[Score]) -> EmotionBand:
@@ -366,22 +373,30 @@ class _Decision:
         if user != self.state.user(user.user_id):
             self._put(user)
 
-    def _reengage(self, user: UserState, *, new_activity: bool) -> UserState:
-        assert user.last_activity_at is not None
-        due = reengagement_due(user.last_activity_at, user_timezone(user, self.policy), self.policy)
+    def _reengage(
+        self, user: UserState, *, new_activity: bool, not_before: datetime | None = None
+    ) -> UserState:
+        last = user.last_activity_at
+        assert last is not None
+        due = reengagement_due(last, user_timezone(user, self.policy), self.policy)
+        if not_before is not None and due < not_before:
+            due = not_before
+        status = status_for(due, self.policy, self.now)
         cycle = user.reengagement_cycle
         current = None if cycle is None else self._followup(reengagement_id(user.user_id, cycle))
-        movable = current is not None and (
+        if current is not None and (
             current.is_open or (current.status is Status.EXPIRED and not current.in_flight)
-        )
-        if current is not None and movable:
-            # An expired one was never sent: newer activity supersedes it in place.
+        ):
+            if current.status is Status.EXPIRED and status is Status.PENDING:
+                # Reviving one that was never sent makes it pending again: that is
+                # one more pending follow-up, so the per-user limit applies.
+                ok, user = self._room_for_one_more(user, TriggerType.RE_ENGAGEMENT)
+                if not ok:
+                    return user
+            # Newer activity moves it (an expired one is superseded in place).
             self._put(
                 replace(
-                    current,
-                    scheduled_at=due,
-                    activity_basis=user.last_activity_at,
-                    status=status_for(due, self.policy, self.now),
+                    current, scheduled_at=due, activity_basis=user.last_activity_at, status=status
                 )
             )
             return user
@@ -392,9 +407,9 @@ class _Decision:
         if (
             current is not None
             and current.activity_basis is not None
-            and (user.last_activity_at <= current.activity_basis)
+            and last <= current.activity_basis
         ):
-            return user
+            return user  # one was already sent for this activity
         ok, user = self._room_for_one_more(user, TriggerType.RE_ENGAGEMENT)
         if not ok:
             return user
@@ -406,8 +421,38 @@ class _Decision:
                 conversation_id="",
                 trigger_type=TriggerType.RE_ENGAGEMENT,
                 scheduled_at=due,
-                status=status_for(due, self.policy, self.now),
+                status=status,
                 activity_basis=user.last_activity_at,
             )
         )
         return replace(user, reengagement_cycle=next_cycle)
+
+    # --- the daily sweep ------------------------------------------------------------------
+
+    def sweep(self, user_id: str) -> list[Change]:
+        user = self.state.user(user_id)
+        if user is None or user.last_activity_at is None:
+            return self.changes
+        if user.last_activity_at > self.now - self.policy.inactive_after:
+            return self.changes  # not idle yet: ingest keeps its re-engagement in step
+        soonest = next_send_time(self.now, user_timezone(user, self.policy), self.policy)
+        user = self._reengage(user, new_activity=True, not_before=soonest)
+        if user != self.state.user(user_id):
+            self._put(user)
+        return self.changes
+
+
+def next_send_time(now: datetime, tz: ZoneInfo, policy: Policy) -> datetime:
+    """The first SEND_HOUR:00 local time at or after `now`."""
+    local = now.astimezone(tz)
+    due = datetime.combine(local.date(), time(policy.send_hour), tzinfo=tz)
+    if due < local:
+        due = datetime.combine(local.date() + timedelta(days=1), time(policy.send_hour), tzinfo=tz)
+    return due.astimezone(UTC)
+
+
+def sweep_reengagement(state: State, user_id: str, policy: Policy, now: datetime) -> list[Change]:
+    """The daily safety net: an idle user with no re-engagement pending and none
+    sent for their latest activity gets one at the next send hour (never one in
+    the past: users loaded by backfill would otherwise only get expired ones)."""
+    return _Decision(state, policy, now).sweep(user_id)

@@ -537,13 +537,18 @@ class Store:
             return int(result.rowcount)
 
     async def mark_publish_failed(
-        self, owner: str, id_: str, error: str, retry_at: datetime | None
+        self, owner: str, id_: str, error: str, retry_at: datetime | None, *, counts: bool = True
     ) -> None:
-        """Count a failed attempt; retry at `retry_at`, or give up (`failed`) when None."""
+        """Record a failed attempt: retry at `retry_at`, or give up (`failed`) when None.
+
+        `counts=False` (the broker itself was unreachable) releases the claim
+        without using up one of the follow-up's retries.
+        """
         async with self.engine.begin() as conn:
             await conn.execute(
                 text(
-                    "UPDATE scheduled_followups SET retry_count = retry_count + 1, "
+                    "UPDATE scheduled_followups SET "
+                    "retry_count = retry_count + CAST(:step AS integer), "
                     "error_message = :error, lease_owner = NULL, lease_until = NULL, "
                     "status = CASE WHEN CAST(:retry_at AS timestamptz) IS NULL "
                     "  THEN 'failed' ELSE status END, "
@@ -551,16 +556,24 @@ class Store:
                     "updated_at = now() "
                     "WHERE id = :id AND lease_owner = :owner AND status = 'pending'"
                 ),
-                {"id": id_, "owner": owner, "error": error[:2000], "retry_at": retry_at},
+                {
+                    "id": id_,
+                    "owner": owner,
+                    "error": error[:2000],
+                    "retry_at": retry_at,
+                    "step": 1 if counts else 0,
+                },
             )
 
-    async def next_due_at(self) -> datetime | None:
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        """When the earliest claimable follow-up falls due (walks the partial index)."""
         async with self.engine.connect() as conn:
             result = await conn.execute(
                 text(
-                    "SELECT min(GREATEST(due_at, COALESCE(lease_until, due_at))) "
-                    "FROM scheduled_followups WHERE status = 'pending'"
-                )
+                    "SELECT due_at FROM scheduled_followups WHERE status = 'pending' "
+                    "AND (lease_until IS NULL OR lease_until < :now) ORDER BY due_at LIMIT 1"
+                ),
+                {"now": now},
             )
             value: datetime | None = result.scalar()
             return value
@@ -578,3 +591,69 @@ _RETURNING = (
     "lease_until",
     "retry_count",
 )
+
+
+# --- periodic work ---------------------------------------------------------------------
+
+
+class PeriodicQueries:
+    """SQL of the periodic jobs (sweep, retention) and their cluster-wide lock."""
+
+    def __init__(self, engine: AsyncEngine, group_id: str) -> None:
+        self.engine = engine
+        self.group_id = group_id
+
+    @asynccontextmanager
+    async def exclusive(self, job: str) -> AsyncIterator[bool]:
+        """Yields True for the one instance that holds the job's advisory lock."""
+        async with self.engine.connect() as conn:
+            key = {"k": f"followup-consumer:{self.group_id}:{job}"}
+            got = bool(
+                (
+                    await conn.execute(text("SELECT pg_try_advisory_lock(hashtext(:k))"), key)
+                ).scalar()
+            )
+            try:
+                yield got
+            finally:
+                if got:
+                    await conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), key)
+                await conn.commit()
+
+    async def inactive_without_reengagement(
+        self, idle_since: datetime, after: str, limit: int
+    ) -> list[str]:
+        """Users idle since `idle_since` with no pending re-engagement and none sent
+        for their latest activity: candidates for the daily sweep, by user id."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                text(
+                    "SELECT u.user_id FROM user_projection u "
+                    "WHERE u.last_activity_at <= :idle_since AND u.user_id > :after "
+                    "AND NOT EXISTS (SELECT 1 FROM scheduled_followups f "
+                    "  WHERE f.user_id = u.user_id AND f.trigger_type = 're_engagement' "
+                    "  AND (f.status = 'pending' OR (f.status IN ('executed', 'failed', "
+                    "  'cancelled') AND (f.trigger_data->>'last_activity')::timestamptz "
+                    "  >= u.last_activity_at))) "
+                    "ORDER BY u.user_id LIMIT :limit"
+                ),
+                {"idle_since": idle_since, "after": after, "limit": limit},
+            )
+            return [r.user_id for r in result]
+
+    async def delete_executed_before(self, cutoff: datetime, chunk: int = 10_000) -> int:
+        """Retention: executed follow-ups older than the cutoff, in short transactions."""
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    text(
+                        "DELETE FROM scheduled_followups WHERE id IN ("
+                        "SELECT id FROM scheduled_followups WHERE status = 'executed' "
+                        "AND executed_at < :cutoff LIMIT :chunk)"
+                    ),
+                    {"cutoff": cutoff, "chunk": chunk},
+                )
+            total += result.rowcount
+            if result.rowcount < chunk:
+                return total

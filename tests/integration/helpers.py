@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from consumer.app import Service
 from consumer.codec import Codec
 from consumer.config import Settings
+from consumer.kafka_io import ensure_topics
 
 CODEC = Codec.load()
 T = TypeVar("T")
@@ -94,3 +100,296 @@ async def running(settings: Settings) -> AsyncIterator[Service]:
     finally:
         service.stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+# --- Added for the rule, duplicate, dead-letter and crash-recovery tests -----------------
+# (add-only: everything above keeps its signature)
+
+INPUT_KINDS = ("booking_confirmed", "booking_cancelled", "message_emotion_scored", "user_activity")
+
+
+def topic_of(settings: Settings, kind: str) -> str:
+    """The topic a kind of input event is produced to, under these settings."""
+    return {
+        "booking_confirmed": settings.topic_booking_confirmed,
+        "booking_cancelled": settings.topic_booking_cancelled,
+        "message_emotion_scored": settings.topic_emotion_scored,
+        "user_activity": settings.topic_user_activity,
+    }[kind]
+
+
+def input_topics(settings: Settings) -> list[str]:
+    return [topic_of(settings, k) for k in INPUT_KINDS]
+
+
+def ms(when: datetime) -> datetime:
+    """`when` cut to whole milliseconds, the precision of the wire format."""
+    return when.replace(microsecond=when.microsecond - when.microsecond % 1000)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """One input event as a producer would write it: kind, record and wire format."""
+
+    kind: str
+    record: dict[str, Any]
+    fmt: str = "json"  # "json" or "avro"
+
+    @property
+    def key(self) -> bytes:
+        return str(self.record["user_id"]).encode()
+
+    @property
+    def value(self) -> bytes:
+        if self.fmt == "avro":
+            return CODEC.encode_avro(self.kind, self.record)
+        return CODEC.encode_json(self.kind, self.record)
+
+    @property
+    def event_id(self) -> str:
+        return str(self.record["event_id"])
+
+
+def confirmed(
+    user_id: str,
+    booking_id: str,
+    event_date: datetime,
+    occurred_at: datetime,
+    *,
+    conversation_id: str | None = None,
+    timezone: str | None = None,
+    event_id: str | None = None,
+    fmt: str = "json",
+) -> Event:
+    return Event(
+        "booking_confirmed",
+        {
+            "event_id": event_id or new_id("evc"),
+            "occurred_at": occurred_at,
+            "user_id": user_id,
+            "booking_id": booking_id,
+            "event_date": event_date,
+            "conversation_id": conversation_id,
+            "timezone": timezone,
+        },
+        fmt,
+    )
+
+
+def cancelled(
+    user_id: str,
+    booking_id: str,
+    occurred_at: datetime,
+    *,
+    reason: str | None = None,
+    event_id: str | None = None,
+    fmt: str = "json",
+) -> Event:
+    return Event(
+        "booking_cancelled",
+        {
+            "event_id": event_id or new_id("evx"),
+            "occurred_at": occurred_at,
+            "user_id": user_id,
+            "booking_id": booking_id,
+            "reason": reason,
+        },
+        fmt,
+    )
+
+
+def scored(
+    user_id: str,
+    conversation_id: str,
+    score: float,
+    occurred_at: datetime,
+    *,
+    message_id: str | None = None,
+    label: str | None = None,
+    event_id: str | None = None,
+    fmt: str = "json",
+) -> Event:
+    return Event(
+        "message_emotion_scored",
+        {
+            "event_id": event_id or new_id("evs"),
+            "occurred_at": occurred_at,
+            "user_id": user_id,
+            "conversation_id": conversation_id,
+            "message_id": message_id or new_id("msg"),
+            "score": score,
+            "label": label,
+        },
+        fmt,
+    )
+
+
+def activity(
+    user_id: str,
+    occurred_at: datetime,
+    *,
+    activity_type: str = "login",
+    conversation_id: str | None = None,
+    event_id: str | None = None,
+    fmt: str = "json",
+) -> Event:
+    return Event(
+        "user_activity",
+        {
+            "event_id": event_id or new_id("eva"),
+            "occurred_at": occurred_at,
+            "user_id": user_id,
+            "activity_type": activity_type,
+            "conversation_id": conversation_id,
+        },
+        fmt,
+    )
+
+
+async def create_topics(settings: Settings) -> None:
+    """Create the test's topics up front (as the service would), so that producing
+    before the service starts never depends on the broker auto-creating them."""
+    await ensure_topics(
+        settings, [*input_topics(settings), settings.topic_followup_due, settings.topic_dlq]
+    )
+
+
+Raw = tuple[str, bytes | None, bytes | None]  # topic, key, value
+
+
+async def produce_raw(
+    settings: Settings,
+    messages: Sequence[Raw],
+    headers: Sequence[tuple[str, bytes]] | None = None,
+) -> list[RecordMetadata]:
+    """Produce in the given order (idempotent producer: no reordering on retry);
+    returns where each record landed."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, value=v, key=k, headers=list(headers or []))
+            for topic, k, v in messages
+        ]
+        return list(await asyncio.gather(*futures))
+    finally:
+        await producer.stop()
+
+
+async def produce_events(settings: Settings, events: Sequence[Event]) -> list[RecordMetadata]:
+    """Each event to its topic, keyed by user_id, in the given order."""
+    return await produce_raw(
+        settings, [(topic_of(settings, e.kind), e.key, e.value) for e in events]
+    )
+
+
+async def consumed(settings: Settings) -> int:
+    """Records of the input topics whose effects are committed for this group:
+    the sum of `next_offset` in `consumer_offsets` (0 before the schema exists)."""
+    try:
+        rows = await query(
+            settings,
+            "SELECT coalesce(sum(next_offset), 0) AS n FROM consumer_offsets "
+            "WHERE group_id = $1 AND topic = ANY($2::text[])",
+            settings.kafka_group_id,
+            input_topics(settings),
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidCatalogNameError):
+        return 0
+    return int(rows[0]["n"])
+
+
+async def wait_consumed(settings: Settings, n: int, timeout: float = 60.0) -> None:
+    """Until the service has committed exactly `n` input records (never more)."""
+    got = await wait_until(lambda: consumed(settings), lambda c: c >= n, timeout)
+    assert got == n, f"consumer committed {got} records, but only {n} were produced"
+
+
+_VOLATILE = frozenset({"created_at", "updated_at"})
+_SNAPSHOT_TABLES = {
+    "scheduled_followups": "id",
+    "user_projection": "user_id",
+    "booking_projection": "booking_id",
+    "conversation_emotions": "conversation_id",
+}
+_JSON_COLUMNS = frozenset({"trigger_data", "history"})
+
+Snapshot = dict[str, list[dict[str, Any]]]
+
+
+async def snapshot(settings: Settings) -> Snapshot:
+    """Every row of the follow-up and projection tables, without the bookkeeping
+    timestamps (created_at, updated_at), ordered by primary key: equal snapshots
+    mean equal state."""
+    out: Snapshot = {}
+    conn = await asyncpg.connect(dsn(settings))
+    try:
+        for table, key in _SNAPSHOT_TABLES.items():
+            rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY {key}")
+            out[table] = [
+                {
+                    k: (json.loads(v) if k in _JSON_COLUMNS and v is not None else v)
+                    for k, v in r.items()
+                    if k not in _VOLATILE
+                }
+                for r in rows
+            ]
+    finally:
+        await conn.close()
+    return out
+
+
+def snapshot_diff(a: Snapshot, b: Snapshot, limit: int = 10) -> list[str]:
+    """Human-readable differences (at most `limit`), empty when equal."""
+    diffs: list[str] = []
+    for table, key in _SNAPSHOT_TABLES.items():
+        left = {r[key]: r for r in a.get(table, [])}
+        right = {r[key]: r for r in b.get(table, [])}
+        for k in sorted(left.keys() | right.keys()):
+            if left.get(k) != right.get(k):
+                if k not in right:
+                    diffs.append(f"{table}[{k}] only in first: {left[k]}")
+                elif k not in left:
+                    diffs.append(f"{table}[{k}] only in second: {right[k]}")
+                else:
+                    cols = {
+                        c: (left[k].get(c), right[k].get(c))
+                        for c in left[k].keys() | right[k].keys()
+                        if left[k].get(c) != right[k].get(c)
+                    }
+                    diffs.append(f"{table}[{k}] differs: {cols}")
+                if len(diffs) >= limit:
+                    return diffs
+    return diffs
+
+
+def headers_of(record: Any) -> dict[str, bytes]:
+    return {k: v for k, v in record.headers}
+
+
+@contextlib.asynccontextmanager
+async def extra_database(settings: Settings) -> AsyncIterator[str]:
+    """Another fresh database on the same server as `settings.database_url`, dropped
+    afterwards; yields its `postgresql+asyncpg://` URL."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    base, _, _ = settings.database_url.rpartition("/")
+    admin_dsn = dsn(settings)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    try:
+        yield f"{base}/{name}"
+    finally:
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

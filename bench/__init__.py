@@ -1,0 +1,1 @@
+"""Benchmarks against the real Kafka broker and PostgreSQL (see bench/README.md)."""

@@ -732,6 +732,9 @@ async def outcome(endpoints: Endpoints, database: str) -> Outcome:
             out.by_status[row["status"]] = out.by_status.get(row["status"], 0) + row["n"]
         for table in ("user_projection", "booking_projection", "conversation_emotions"):
             out.projections[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
+        out.projections["of which bookings cancelled"] = await conn.fetchval(
+            "SELECT count(*) FROM booking_projection WHERE cancelled_at IS NOT NULL"
+        )
         return out
     finally:
         await conn.close()

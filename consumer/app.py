@@ -31,8 +31,9 @@ from consumer.kafka_io import (
     make_consumer,
     make_producer,
 )
+from consumer.periodic import PeriodicJobs, build_scheduler
 from consumer.rules import Policy
-from consumer.store import Store, create_engine, migrate
+from consumer.store import PeriodicQueries, Store, create_engine, migrate
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,14 @@ class Service:
             lease=timedelta(seconds=settings.dispatch_lease_seconds),
             poll=timedelta(seconds=settings.dispatch_poll_seconds),
         )
-        self.assigned: set[TopicPartition] = set()
+        self.periodic = PeriodicJobs(
+            self.store,
+            PeriodicQueries(self.engine, settings.kafka_group_id),
+            self.policy,
+            timedelta(days=settings.retention_days),
+            clock,
+        )
+        self.scheduler = build_scheduler(self.periodic, self.policy)
 
     async def run(self) -> None:
         s = self.settings
@@ -110,6 +118,7 @@ class Service:
         tasks = [asyncio.create_task(self._ingest_loop(), name="ingest")]
         if s.scheduler_enabled:
             tasks.append(asyncio.create_task(self.dispatcher.run(self.stop), name="dispatch"))
+            self.scheduler.start()
         try:
             await self._until_stopped(tasks)
         finally:
@@ -129,6 +138,8 @@ class Service:
                 raise t.exception()  # type: ignore[misc]
 
     async def _close(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
         with contextlib.suppress(Exception):
             await self.consumer.stop()
         with contextlib.suppress(Exception):

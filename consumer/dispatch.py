@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from consumer.model import Followup
 from consumer.rules import Policy
@@ -76,11 +77,13 @@ def due_record(
     }
 
 
-def firing_context(f: Followup, facts: FiringFacts) -> FiringContext:
+def firing_context(f: Followup, facts: FiringFacts, default_tz: ZoneInfo) -> FiringContext:
+    zone = facts.timezones.get(f.user_id)
     return FiringContext(
         scores=facts.scores.get(f.conversation_id, ()),
         has_live_booking=f.user_id in facts.users_with_live_booking,
         last_activity_at=facts.last_activity.get(f.user_id),
+        timezone=ZoneInfo(zone) if zone else default_tz,
     )
 
 
@@ -177,7 +180,7 @@ class Dispatcher:
         messages: list[DueMessage] = []
         for c in claimed:
             f = c.followup
-            ctx = firing_context(f, facts)
+            ctx = firing_context(f, facts, self.policy.default_timezone)
             template = choose_template(f, ctx)
             text = render(template, f, ctx, now)
             rendered.append(Executed(f.id, template.value, text))

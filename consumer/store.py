@@ -399,6 +399,7 @@ class FiringFacts:
 
     scores: Mapping[str, tuple[Score, ...]]
     last_activity: Mapping[str, datetime]
+    timezones: Mapping[str, str]
     users_with_live_booking: frozenset[str]
 
 
@@ -481,12 +482,14 @@ class Store:
             scores = {r.conversation_id: _history(r.history) for r in convs}
             users = await conn.execute(
                 text(
-                    "SELECT user_id, last_activity_at FROM user_projection "
-                    "WHERE user_id = ANY(CAST(:ids AS varchar[])) AND last_activity_at IS NOT NULL"
+                    "SELECT user_id, last_activity_at, timezone FROM user_projection "
+                    "WHERE user_id = ANY(CAST(:ids AS varchar[]))"
                 ),
                 {"ids": user_ids},
             )
-            activity = {r.user_id: r.last_activity_at for r in users}
+            rows = list(users)
+            activity = {r.user_id: r.last_activity_at for r in rows if r.last_activity_at}
+            zones = {r.user_id: r.timezone for r in rows if r.timezone}
             live = await conn.execute(
                 text(
                     "SELECT DISTINCT user_id FROM booking_projection "
@@ -496,7 +499,7 @@ class Store:
                 {"ids": user_ids},
             )
             with_booking = frozenset(r.user_id for r in live)
-        return FiringFacts(scores, activity, with_booking)
+        return FiringFacts(scores, activity, zones, with_booking)
 
     async def mark_executed(self, owner: str, done: Sequence[Executed], now: datetime) -> int:
         if not done:

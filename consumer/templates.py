@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from string import Formatter
+from zoneinfo import ZoneInfo
 
 from consumer.model import Followup, Score, TriggerType
 from consumer.rules import emotion_band
@@ -71,6 +72,8 @@ class FiringContext:
     scores: Sequence[Score] = ()
     has_live_booking: bool = False
     last_activity_at: datetime | None = None
+    # The customer's zone: their event date is shown as the date they lived it.
+    timezone: ZoneInfo | None = None
 
 
 def choose_template(followup: Followup, ctx: FiringContext) -> TemplateId:
@@ -100,7 +103,9 @@ def render(template: TemplateId, followup: Followup, ctx: FiringContext, now: da
     """Fill a template; every variable is defined so no template can fail to render."""
     days_inactive = (now - ctx.last_activity_at).days if ctx.last_activity_at else 0
     values = {
-        "event_date": human_date(followup.event_date) if followup.event_date else "",
+        "event_date": human_date(followup.event_date.astimezone(ctx.timezone))
+        if followup.event_date
+        else "",
         "booking_id": ", ".join(followup.active_booking_ids or followup.booking_ids),
         "days_inactive": str(max(days_inactive, 0)),
         "custom_message": followup.custom_message or "",

@@ -144,7 +144,9 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
                 self.consumer.seek(tp, offset)
         if fresh:
             # Never processed here: read the history (CONTRACT.md, Configuration).
-            await self.consumer.seek_to_beginning(*fresh)
+            # Explicit offsets: seek_to_beginning is lazy and may lose to a reset.
+            for tp, offset in (await self.consumer.beginning_offsets(fresh)).items():
+                self.consumer.seek(tp, offset)
         log.info(
             "partitions assigned",
             extra={"partitions": _names(assigned), "from_database": len(saved)},

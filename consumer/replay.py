@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from consumer.codec import Codec
@@ -62,15 +63,12 @@ async def replay(
             KafkaDeadLetters(producer, settings.topic_dlq),
             clock,
         )
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in settings.input_topics
-            for p in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
+        partitions = await input_partitions(settings)
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
-        await _seek_start(consumer, partitions, since)
-        start = {tp: await consumer.position(tp) for tp in partitions}
+        start = await _start_offsets(consumer, partitions, end, since)
+        for tp, offset in start.items():
+            consumer.seek(tp, offset)
         total = sum(max(0, end[tp] - start[tp]) for tp in partitions)
         remaining = {tp for tp in partitions if start[tp] < end[tp]}
         done = dead = 0
@@ -101,18 +99,33 @@ async def replay(
         await engine.dispose()
 
 
-async def _seek_start(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition], since: datetime | None
-) -> None:
+async def input_partitions(settings: Settings) -> list[TopicPartition]:
+    """Every partition of the input topics that exist."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(settings.input_topics))
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        if t["error_code"] == 0
+        for p in t["partitions"]
+    )
+
+
+async def _start_offsets(
+    consumer: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    end: dict[TopicPartition, int],
+    since: datetime | None,
+) -> dict[TopicPartition, int]:
+    """Explicit positions (seek_to_beginning is lazy and races with assignment)."""
     if since is None:
-        await consumer.seek_to_beginning(*partitions)
-        return
+        return dict(await consumer.beginning_offsets(partitions))
     found = await consumer.offsets_for_times(
         {tp: int(since.timestamp() * 1000) for tp in partitions}
     )
-    for tp in partitions:
-        at = found.get(tp)
-        if at is None:
-            await consumer.seek_to_end(tp)  # nothing at or after that time
-        else:
-            consumer.seek(tp, at.offset)
+    # Nothing at or after that time in a partition: nothing to read there.
+    return {tp: (found[tp].offset if found.get(tp) else end[tp]) for tp in partitions}

@@ -305,9 +305,19 @@ async def consumed(settings: Settings) -> int:
     return int(rows[0]["n"])
 
 
-async def wait_consumed(settings: Settings, n: int, timeout: float = 60.0) -> None:
-    """Until the service has committed exactly `n` input records (never more)."""
-    got = await wait_until(lambda: consumed(settings), lambda c: c >= n, timeout)
+async def wait_consumed(
+    settings: Settings, n: int, timeout: float = 60.0, service: Service | None = None
+) -> None:
+    """Until the service has committed exactly `n` input records (never more).
+
+    With `service` (from `running`), fails at once if that service has stopped."""
+
+    def done(c: int) -> bool:
+        if service is not None and service.stop.is_set():
+            raise AssertionError(f"the service stopped after committing {c} of {n} records")
+        return c >= n
+
+    got = await wait_until(lambda: consumed(settings), done, timeout)
     assert got == n, f"consumer committed {got} records, but only {n} were produced"
 
 

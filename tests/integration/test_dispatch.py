@@ -1,0 +1,281 @@
+"""Dispatch on the real broker and database: once, from several instances, after
+a crash, through publish failures; the periodic jobs; replay of old history."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from consumer.config import Settings
+from consumer.model import Followup, TriggerType, reengagement_id
+from consumer.periodic import PeriodicJobs, build_scheduler
+from consumer.replay import replay
+from consumer.rules import Policy
+from consumer.store import PeriodicQueries, Store, create_engine, migrate, upsert_followups
+from tests.integration.helpers import CODEC, produce, query, read_topic, running, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def seed_followups(settings: Settings, at: datetime, n: int) -> list[str]:
+    """n custom follow-ups due at `at`, written as ingest writes them."""
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        followups = [
+            Followup(
+                id=str(uuid.uuid4()),
+                user_id=f"user-{i}",
+                conversation_id=f"conv-{i}",
+                trigger_type=TriggerType.CUSTOM,
+                scheduled_at=at,
+                custom_message=f"message {i}",
+            )
+            for i in range(n)
+        ]
+        async with engine.begin() as conn:
+            await upsert_followups(conn, followups)
+        return [f.id for f in followups]
+    finally:
+        await engine.dispose()
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "KAFKA_", "DATA"))}
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        DATABASE_URL=settings.database_url,
+        KAFKA_GROUP_ID=settings.kafka_group_id,
+        TOPIC_BOOKING_CONFIRMED=settings.topic_booking_confirmed,
+        TOPIC_BOOKING_CANCELLED=settings.topic_booking_cancelled,
+        TOPIC_EMOTION_SCORED=settings.topic_emotion_scored,
+        TOPIC_USER_ACTIVITY=settings.topic_user_activity,
+        TOPIC_FOLLOWUP_DUE=settings.topic_followup_due,
+        TOPIC_DLQ=settings.topic_dlq,
+        TOPIC_PARTITIONS=str(settings.topic_partitions),
+        DISPATCH_POLL_SECONDS="0.2",
+        LOG_LEVEL="WARNING",
+        **extra,
+    )
+    return env
+
+
+def start_instance(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "consumer", "run"],
+        env=service_env(settings, **extra),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_all(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def status_counts(rows: list[object]) -> dict[str, int]:
+    return {r["status"]: r["n"] for r in rows}  # type: ignore[index]
+
+
+async def test_three_instances_publish_each_due_followup_exactly_once(settings: Settings) -> None:
+    due_at = datetime.now(UTC) + timedelta(seconds=8)
+    ids = await seed_followups(settings, due_at, 1000)
+    procs = [start_instance(settings) for _ in range(3)]
+    try:
+        await wait_until(
+            lambda: query(
+                settings, "SELECT count(*) AS n FROM scheduled_followups WHERE status = 'executed'"
+            ),
+            lambda rows: rows[0]["n"] == 1000,
+            timeout=90,
+        )
+        out = await read_topic(settings, settings.topic_followup_due, expected=1000)
+    finally:
+        stop_all(procs)
+    assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
+    event_ids = [CODEC.decode("followup_due", r.value)["event_id"] for r in out]
+    assert len(event_ids) == 1000, "a follow-up was published twice or not at all"
+    assert set(event_ids) == set(ids)
+    owners = await query(
+        settings,
+        "SELECT count(*) AS n FROM scheduled_followups WHERE lease_owner IS NOT NULL",
+    )
+    assert owners[0]["n"] == 0
+
+
+async def test_claim_abandoned_by_a_dead_instance_is_published_after_the_lease(
+    settings: Settings,
+) -> None:
+    now = datetime.now(UTC)
+    [fid] = await seed_followups(settings, now - timedelta(seconds=1), 1)
+    engine = create_engine(settings.database_url)
+    try:
+        # What a process leaves behind when it dies between claim and publish.
+        claimed = await Store(engine, "x").claim_due("dead-instance", now, timedelta(seconds=3), 10)
+    finally:
+        await engine.dispose()
+    assert [c.followup.id for c in claimed] == [fid]
+    async with running(settings):
+        await asyncio.sleep(1.5)
+        rows = await query(settings, "SELECT status, lease_owner FROM scheduled_followups")
+        assert (rows[0]["status"], rows[0]["lease_owner"]) == ("pending", "dead-instance")
+        executed = await wait_until(
+            lambda: query(settings, "SELECT * FROM scheduled_followups WHERE status='executed'"),
+            lambda rows: len(rows) == 1,
+            timeout=20,
+        )
+        out = await read_topic(settings, settings.topic_followup_due, expected=1)
+    assert executed[0]["executed_at"] >= now + timedelta(seconds=3)
+    assert [CODEC.decode("followup_due", r.value)["event_id"] for r in out] == [fid]
+
+
+async def test_publish_failures_are_retried_then_marked_failed(settings: Settings) -> None:
+    settings = settings.model_copy(
+        update={"max_retries": 2, "retry_backoff_seconds": 0.3, "publish_timeout_ms": 1500}
+    )
+    async with running(settings):
+        # The broker answers, but the topic refuses every record we write: it
+        # now takes no record larger than 100 bytes.
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+        await admin.start()
+        try:
+            await wait_until(
+                lambda: admin.list_topics(), lambda t: settings.topic_followup_due in t
+            )
+            await admin.alter_configs(
+                [
+                    ConfigResource(
+                        ConfigResourceType.TOPIC,
+                        settings.topic_followup_due,
+                        configs={"max.message.bytes": "100"},
+                    )
+                ]
+            )
+        finally:
+            await admin.close()
+        [fid] = await seed_followups(settings, datetime.now(UTC), 1)
+        rows = await wait_until(
+            lambda: query(settings, "SELECT * FROM scheduled_followups"),
+            lambda rows: rows[0]["status"] == "failed",
+            timeout=60,
+        )
+    row = rows[0]
+    assert row["id"] == fid
+    assert row["retry_count"] == 3  # the first attempt and MAX_RETRIES=2 retries
+    assert "TooLarge" in row["error_message"]
+    assert row["executed_at"] is None
+
+
+async def test_daily_sweep_and_retention_under_a_controlled_clock(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    store = Store(engine, settings.kafka_group_id)
+    policy = Policy.from_settings(settings)
+    # 08:59 UTC on a day two months after the users' last activity.
+    clock_now = datetime(2026, 5, 4, 8, 59, tzinfo=UTC)
+    jobs = PeriodicJobs(
+        store,
+        PeriodicQueries(engine, settings.kafka_group_id),
+        policy,
+        timedelta(days=settings.retention_days),
+        lambda: clock_now,
+    )
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO user_projection (user_id, last_activity_at) VALUES "
+                "('idle', '2026-03-01T12:00:00Z'), ('active', '2026-05-01T12:00:00Z')"
+            )
+            old_exec = datetime(2026, 1, 1, tzinfo=UTC)
+            for i, (status, executed_at) in enumerate(
+                [
+                    ("executed", old_exec),
+                    ("executed", clock_now - timedelta(days=10)),
+                    ("pending", None),
+                ]
+            ):
+                await conn.exec_driver_sql(
+                    "INSERT INTO scheduled_followups (id, user_id, trigger_type, scheduled_at, "
+                    "due_at, status, executed_at) VALUES ($1, 'other', 'custom', $2, $2, $3, $4)",
+                    (f"r{i}", old_exec, status, executed_at),
+                )
+        assert await jobs.reengagement_sweep() == 1
+        rows = await query(
+            settings, "SELECT * FROM scheduled_followups WHERE trigger_type = 're_engagement'"
+        )
+        assert [(r["id"], r["status"]) for r in rows] == [(reengagement_id("idle", 0), "pending")]
+        # Idle since March: the rule's time is long past, so the next 9:00 is used.
+        assert rows[0]["scheduled_at"] == datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+        assert await jobs.reengagement_sweep() == 0  # it has one now
+
+        assert await jobs.retention_cleanup() == 1
+        left = await query(settings, "SELECT id FROM scheduled_followups WHERE user_id='other'")
+        assert sorted(r["id"] for r in left) == ["r1", "r2"]
+    finally:
+        await engine.dispose()
+
+    scheduler = build_scheduler(jobs, policy)
+    triggers = {job.id: str(job.trigger) for job in scheduler.get_jobs()}
+    assert "hour='9'" in triggers["reengagement_sweep"]
+    assert "minute='0'" in triggers["reengagement_sweep"]
+    assert set(triggers) == {"reengagement_sweep", "retention"}
+
+
+async def test_replay_of_year_old_bookings_expires_them_and_sends_nothing(
+    settings: Settings,
+) -> None:
+    year_ago = datetime.now(UTC) - timedelta(days=365)
+    values = [
+        CODEC.encode_json(
+            "booking_confirmed",
+            {
+                "event_id": f"evt-{i}",
+                "occurred_at": year_ago + timedelta(days=i),
+                "user_id": f"user-{i % 3}",
+                "booking_id": f"bk-{i}",
+                "event_date": year_ago + timedelta(days=i + 7),
+                "conversation_id": None,
+                "timezone": None,
+            },
+        )
+        for i in range(20)
+    ]
+    async with running(settings.model_copy(update={"scheduler_enabled": False})):
+        pass  # creates the topics
+    await produce(settings, settings.topic_booking_confirmed, [(None, v) for v in values])
+    report = await replay(settings, lambda: datetime.now(UTC), progress=False)
+    assert report.events == 20
+    snapshot = await query(
+        settings,
+        "SELECT id, trigger_type, status, scheduled_at FROM scheduled_followups ORDER BY id",
+    )
+    assert {r["status"] for r in snapshot} == {"expired"}
+    assert sum(r["trigger_type"] == "post_event" for r in snapshot) == 20
+
+    # Replaying again changes nothing; running with dispatch sends nothing.
+    await replay(settings, lambda: datetime.now(UTC), progress=False)
+    async with running(settings):
+        await asyncio.sleep(2)
+    again = await query(
+        settings,
+        "SELECT id, trigger_type, status, scheduled_at FROM scheduled_followups ORDER BY id",
+    )
+    assert again == snapshot
+    assert await read_topic(settings, settings.topic_followup_due, expected=0, timeout=1) == []

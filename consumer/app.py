@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -102,6 +102,8 @@ class Service:
             clock,
         )
         self.scheduler = build_scheduler(self.periodic, self.policy)
+        # Next offset per partition applied by this instance (mirrored to Kafka).
+        self.positions: dict[TopicPartition, int] = {}
 
     async def run(self) -> None:
         s = self.settings
@@ -170,17 +172,21 @@ class Service:
                     "seconds": round(outcome.seconds, 4),
                 },
             )
+            for tp, rs in batch.items():
+                if rs:
+                    self.positions[tp] = rs[-1].offset + 1
             loop_time = asyncio.get_running_loop().time()
             if loop_time - last_kafka_commit > 5:
                 last_kafka_commit = loop_time
-                await self._commit_to_kafka(batch)
+                await self._commit_to_kafka()
 
     async def _process_until_done(self, records: Sequence[InRecord]) -> BatchOutcome | None:
         """Retry a batch through outages: nothing is fetched until it is applied."""
         delay = 0.5
+        batch = self.ingestor.prepare(records)
         while True:
             try:
-                return await self.ingestor.process(records)
+                return await self.ingestor.apply(batch)
             except Exception as exc:
                 if not _transient(exc):
                     raise
@@ -194,9 +200,14 @@ class Service:
             except TimeoutError:
                 delay = min(delay * 2, 30.0)
 
-    async def _commit_to_kafka(self, batch: Mapping[TopicPartition, Sequence[InRecord]]) -> None:
+    async def _commit_to_kafka(self) -> None:
         """Mirror positions into Kafka for lag tooling; PostgreSQL stays authoritative."""
-        offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in batch.items() if rs}
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: OffsetAndMetadata(offset, "")
+            for tp, offset in self.positions.items()
+            if tp in assigned
+        }
         try:
             await self.consumer.commit(offsets)
         except Exception as exc:  # a rebalance in progress, for one

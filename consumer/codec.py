@@ -78,6 +78,14 @@ class _Invalid(Exception):
 
 def _json_string(raw: Any) -> str:
     if isinstance(raw, str):
+        if raw.isascii():
+            return raw
+        try:
+            # JSON escapes can spell lone surrogates (a string cut inside an emoji),
+            # which no UTF-8 store accepts.
+            raw.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise _Invalid(f"not valid Unicode text ({exc.reason})") from None
         return raw
     raise _Invalid(f"expected a string, got {_json_type(raw)}")
 

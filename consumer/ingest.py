@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 
 # Deadlock and serialization failures: the batch is simply run again.
 _RETRYABLE_SQLSTATES = {"40P01", "40001"}
+# Data exceptions and integrity violations: a value, not the database, is at fault.
+_DATA_ERRORS = ("22", "23")
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
 
 
 class DeadLetterSink(Protocol):
@@ -54,11 +60,40 @@ class BatchOutcome:
     earliest_due: datetime | None = None
     seconds: float = 0.0
 
+    def add(self, other: BatchOutcome) -> None:
+        self.applied.update(other.applied)
+        self.dead.update(other.dead)
+        for mine, theirs in (
+            (self.refused, other.refused),
+            (self.scheduled, other.scheduled),
+            (self.cancelled, other.cancelled),
+            (self.expired, other.expired),
+        ):
+            mine.update(theirs)
+        if other.earliest_due and (not self.earliest_due or other.earliest_due < self.earliest_due):
+            self.earliest_due = other.earliest_due
+
 
 @dataclass(frozen=True, slots=True)
 class Decoded:
     record: InRecord
     event: InputEvent
+
+
+@dataclass
+class PreparedBatch:
+    decoded: list[Decoded]
+    dead: list[DeadLetter]
+    offsets: dict[tuple[str, int], int]
+    dead_letters_sent: bool = False
+
+    def skip_applied(self, saved: Mapping[tuple[str, int], int]) -> None:
+        self.decoded = [d for d in self.decoded if not _applied(d.record, saved)]
+        self.dead = [d for d in self.dead if not _applied(d.record, saved)]
+
+
+def _applied(record: InRecord, saved: Mapping[tuple[str, int], int]) -> bool:
+    return record.offset < saved.get((record.topic, record.partition), 0)
 
 
 class Ingestor:
@@ -90,21 +125,40 @@ class Ingestor:
                 good.append(Decoded(record, event))
         return good, dead
 
-    async def process(
-        self, records: Sequence[InRecord], *, save_offsets: bool = True
-    ) -> BatchOutcome:
-        """Apply a batch exactly once; raises only on infrastructure failures.
+    def prepare(self, records: Sequence[InRecord], *, save_offsets: bool = True) -> PreparedBatch:
+        """Decode once; the batch may then be applied (retried) any number of times.
 
         `save_offsets=False` (replay) applies the events without moving the
         group's stored positions: the rules are idempotent, so that is safe.
         """
-        started = time.perf_counter()
         decoded, dead = self.decode(records)
-        if dead:
+        offsets: dict[tuple[str, int], int] = {}
+        for r in records if save_offsets else ():
+            key = (r.topic, r.partition)
+            offsets[key] = max(offsets.get(key, 0), r.offset + 1)
+        # Event time order inside the batch; per-partition order is kept for ties.
+        decoded.sort(key=lambda d: d.event.occurred_at)
+        return PreparedBatch(decoded, dead, offsets)
+
+    async def process(
+        self, records: Sequence[InRecord], *, save_offsets: bool = True
+    ) -> BatchOutcome:
+        return await self.apply(self.prepare(records, save_offsets=save_offsets))
+
+    async def apply(self, batch: PreparedBatch) -> BatchOutcome:
+        """Apply a batch exactly once; raises only on infrastructure failures."""
+        started = time.perf_counter()
+        if batch.offsets and not batch.dead_letters_sent:
+            # Records below the saved positions were applied already (by us before a
+            # crash, or by another instance before a rebalance): skip them, and
+            # their dead letters with them.
+            batch.skip_applied(await self.store.load_offsets(batch.offsets))
+        if batch.dead and not batch.dead_letters_sent:
             # Published before the offsets are committed: a dead letter is never lost
-            # (a crash in between may publish it twice).
-            await self.dead_letters.send(dead)
-            for d in dead:
+            # (a crash in between may publish it twice; a retried batch does not).
+            await self.dead_letters.send(batch.dead)
+            batch.dead_letters_sent = True
+            for d in batch.dead:
                 log.warning(
                     "dead-lettered",
                     extra={
@@ -115,26 +169,59 @@ class Ingestor:
                         "error": d.message,
                     },
                 )
-        offsets: dict[tuple[str, int], int] = {}
-        for r in records if save_offsets else ():
-            key = (r.topic, r.partition)
-            offsets[key] = max(offsets.get(key, 0), r.offset + 1)
-        # Event time order inside the batch; per-partition order is kept for ties.
-        decoded.sort(key=lambda d: d.event.occurred_at)
+        try:
+            outcome = await self._apply_retrying(batch.decoded, batch.offsets)
+        except DBAPIError as exc:
+            if not _sqlstate(exc).startswith(_DATA_ERRORS):
+                raise
+            # Something in the batch the database refuses (a value it cannot store):
+            # find it event by event, dead-letter it, keep the rest.
+            outcome = await self._apply_isolating(batch)
+        for d in batch.dead:
+            outcome.dead[(d.record.topic, d.error_type)] += 1
+        outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    async def _apply_retrying(
+        self, decoded: Sequence[Decoded], offsets: Mapping[tuple[str, int], int]
+    ) -> BatchOutcome:
         for attempt in range(1, 6):
             try:
-                outcome = await self._apply(decoded, offsets)
-                break
+                return await self._apply(decoded, offsets)
             except DBAPIError as exc:
-                code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+                code = _sqlstate(exc)
                 if code not in _RETRYABLE_SQLSTATES or attempt == 5:
                     raise
                 log.info("batch conflicted, running it again", extra={"sqlstate": code})
                 await asyncio.sleep(0.05 * attempt)
-        for d in dead:
-            outcome.dead[(d.record.topic, d.error_type)] += 1
-        outcome.seconds = time.perf_counter() - started
-        return outcome
+        raise AssertionError("unreachable")
+
+    async def _apply_isolating(self, batch: PreparedBatch) -> BatchOutcome:
+        total = BatchOutcome()
+        refused: list[DeadLetter] = []
+        for d in batch.decoded:
+            try:
+                total.add(await self._apply_retrying([d], {}))
+            except DBAPIError as exc:
+                if not _sqlstate(exc).startswith(_DATA_ERRORS):
+                    raise
+                refused.append(DeadLetter(d.record, "storage_error", str(exc.orig)[:1000]))
+        if refused:
+            await self.dead_letters.send(refused)
+            for r in refused:
+                total.dead[(r.record.topic, r.error_type)] += 1
+                log.warning(
+                    "dead-lettered",
+                    extra={
+                        "topic": r.record.topic,
+                        "partition": r.record.partition,
+                        "offset": r.record.offset,
+                        "error_type": r.error_type,
+                        "error": r.message,
+                    },
+                )
+        await self._apply_retrying([], batch.offsets)  # the positions, last
+        return total
 
     async def _apply(
         self, decoded: Sequence[Decoded], offsets: Mapping[tuple[str, int], int]
@@ -142,6 +229,10 @@ class Ingestor:
         now = self.clock()
         outcome = BatchOutcome()
         async with self.store.ingest_transaction() as tx:
+            if offsets:
+                # Again under lock: another instance may have moved them meanwhile.
+                saved = await tx.lock_offsets(offsets)
+                decoded = [d for d in decoded if not _applied(d.record, saved)]
             ws = await tx.lock_and_load(_keys(decoded), now)
             before = dict(ws.followups)
             for d in decoded:

@@ -55,6 +55,9 @@ class Followup:
     # post_event: every booking attached, and those of them not cancelled.
     booking_ids: tuple[str, ...] = ()
     active_booking_ids: tuple[str, ...] = ()
+    # post_event: each attached booking's event date; `event_date` is the latest
+    # of the active ones, so the time does not depend on which booking came first.
+    booking_dates: tuple[tuple[str, datetime], ...] = ()
     event_date: datetime | None = None
     # re_engagement: the last activity it was scheduled from.
     activity_basis: datetime | None = None

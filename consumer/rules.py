@@ -215,17 +215,7 @@ class _Decision:
         current = self._followup(booking.followup_id)
         if current is not None and current.is_open:
             active = tuple(b for b in current.active_booking_ids if b != e.booking_id)
-            if active:
-                self._put(replace(current, active_booking_ids=active))
-            else:
-                self._put(
-                    replace(
-                        current,
-                        active_booking_ids=(),
-                        status=Status.CANCELLED,
-                        cancelled_at=e.occurred_at,
-                    )
-                )
+            self._put(self._regroup(current, active, dict(current.booking_dates), e.occurred_at))
         return self.changes
 
     def emotion_scored(self, e: EmotionScored) -> list[Change]:
@@ -250,27 +240,21 @@ class _Decision:
     ) -> tuple[Booking, UserState]:
         assert booking.event_date is not None
         date = booking.event_date
+        b = booking.booking_id
         current = self._followup(booking.followup_id)
         if current is not None and not current.is_open and previous_date == date:
             return booking, user  # nothing moved; it already fired or was closed
         if current is not None and current.is_open:
-            if current.active_booking_ids == (booking.booking_id,):
-                # Sole owner: move it with the booking.
-                at = date + self.policy.followup_delay
-                self._put(
-                    replace(
-                        current,
-                        event_date=date,
-                        scheduled_at=at,
-                        status=status_for(at, self.policy, self.now),
-                        conversation_id=booking.conversation_id or current.conversation_id,
-                    )
-                )
+            dates = {**dict(current.booking_dates), b: date}
+            others = [d for k, d in dates.items() if k != b and k in current.active_booking_ids]
+            if all(abs(d - date) <= JOIN_WINDOW for d in others):
+                # Alone on it, or still within a day of the others: it moves along.
+                moved = self._regroup(current, current.active_booking_ids, dates, self.now)
+                if booking.conversation_id and current.active_booking_ids == (b,):
+                    moved = replace(moved, conversation_id=booking.conversation_id)
+                self._put(moved)
                 return booking, user
-            assert current.event_date is not None
-            if abs(current.event_date - date) <= JOIN_WINDOW:
-                return booking, user  # still within the shared follow-up's window
-            self._detach(current, booking.booking_id, booking.confirmed_at or self.now)
+            self._detach(current, b, booking.confirmed_at or self.now)
         joinable = [
             f
             for f in self._pending(booking.user_id)
@@ -283,9 +267,13 @@ class _Decision:
             target = min(joinable, key=lambda f: (_distance(f, date), f.id))
             self._put(
                 replace(
-                    target,
-                    booking_ids=(*target.booking_ids, booking.booking_id),
-                    active_booking_ids=(*target.active_booking_ids, booking.booking_id),
+                    self._regroup(
+                        target,
+                        (*target.active_booking_ids, b),
+                        {**dict(target.booking_dates), b: date},
+                        self.now,
+                    ),
+                    booking_ids=(*target.booking_ids, b),
                 )
             )
             return replace(booking, followup_id=target.id), user
@@ -296,29 +284,57 @@ class _Decision:
         created = Followup(
             id=followup_id(TriggerType.POST_EVENT, event_id),
             user_id=booking.user_id,
-            conversation_id=booking.conversation_id or f"booking_{booking.booking_id}",
+            conversation_id=booking.conversation_id or f"booking_{b}",
             trigger_type=TriggerType.POST_EVENT,
             scheduled_at=at,
             status=status_for(at, self.policy, self.now),
-            booking_ids=(booking.booking_id,),
-            active_booking_ids=(booking.booking_id,),
+            booking_ids=(b,),
+            active_booking_ids=(b,),
+            booking_dates=((b, date),),
             event_date=date,
         )
         self._put(created)
         return replace(booking, followup_id=created.id), user
 
+    def _regroup(
+        self,
+        f: Followup,
+        active: tuple[str, ...],
+        dates: dict[str, datetime],
+        closed_at: datetime,
+    ) -> Followup:
+        """A post-event follow-up after its set of bookings changed.
+
+        Due a delay after the latest active booking's event, so the same bookings
+        give the same time whatever order they arrived in; none left: cancelled.
+        """
+        kept = tuple(sorted((k, d) for k, d in dates.items() if k in f.booking_ids or k in active))
+        if not active:
+            return replace(
+                f,
+                active_booking_ids=(),
+                booking_dates=kept,
+                status=Status.CANCELLED,
+                cancelled_at=closed_at,
+            )
+        known = dict(kept)
+        event_date = max(known.get(k) or f.event_date or self.now for k in active)
+        at = event_date + self.policy.followup_delay
+        return replace(
+            f,
+            active_booking_ids=active,
+            booking_dates=kept,
+            event_date=event_date,
+            scheduled_at=at,
+            status=status_for(at, self.policy, self.now),
+        )
+
     def _detach(self, shared: Followup, booking_id: str, at: datetime) -> None:
         """Take a booking off a shared follow-up; with none left it is cancelled."""
+        rest = replace(shared, booking_ids=tuple(b for b in shared.booking_ids if b != booking_id))
         active = tuple(b for b in shared.active_booking_ids if b != booking_id)
-        self._put(
-            replace(
-                shared,
-                booking_ids=tuple(b for b in shared.booking_ids if b != booking_id),
-                active_booking_ids=active,
-                status=shared.status if active else Status.CANCELLED,
-                cancelled_at=shared.cancelled_at if active else at,
-            )
-        )
+        dates = {k: d for k, d in shared.booking_dates if k != booking_id}
+        self._put(self._regroup(rest, active, dates, at))
 
     # --- emotion ------------------------------------------------------------------
 

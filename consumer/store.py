@@ -79,6 +79,7 @@ def trigger_data(f: Followup) -> dict[str, Any]:
         data["booking_id"] = f.booking_ids[0]
         data["booking_ids"] = list(f.booking_ids)
         data["active_booking_ids"] = list(f.active_booking_ids)
+        data["booking_dates"] = {k: d.isoformat() for k, d in f.booking_dates}
     if f.event_date is not None:
         data["event_date"] = f.event_date.isoformat()
     if f.activity_basis is not None:
@@ -106,6 +107,9 @@ def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
         status=Status(row["status"]),
         booking_ids=tuple(data.get("booking_ids", ())),
         active_booking_ids=tuple(data.get("active_booking_ids", ())),
+        booking_dates=tuple(
+            sorted((k, datetime.fromisoformat(v)) for k, v in data.get("booking_dates", {}).items())
+        ),
         event_date=_dt(data.get("event_date")),
         activity_basis=_dt(data.get("last_activity")),
         custom_message=data.get("custom_message"),
@@ -219,6 +223,25 @@ class IngestTransaction:
             {"keys": keys},
         )
         return list(result.mappings())
+
+    async def lock_offsets(
+        self, partitions: Iterable[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
+        wanted = sorted(partitions)
+        result = await self.conn.execute(
+            text(
+                "SELECT topic, partition, next_offset FROM consumer_offsets "
+                "WHERE group_id = :group AND (topic, partition) IN (SELECT * FROM "
+                "unnest(CAST(:topics AS varchar[]), CAST(:parts AS integer[]))) "
+                "ORDER BY topic, partition FOR UPDATE"
+            ),
+            {
+                "group": self.group_id,
+                "topics": [t for t, _ in wanted],
+                "parts": [p for _, p in wanted],
+            },
+        )
+        return {(r.topic, r.partition): r.next_offset for r in result}
 
     async def save(self, ws: WorkingSet, offsets: Mapping[tuple[str, int], int]) -> None:
         users, bookings, convs, followups = ws.changed()

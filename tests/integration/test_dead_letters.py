@@ -200,6 +200,14 @@ def bad_inputs(now: datetime) -> list[Bad]:
             "event_id",
         ),
         Bad("empty value", "user_activity", user, b"", "decode_error", "empty"),
+        Bad(
+            "id of 256 characters",
+            "booking_confirmed",
+            user,
+            as_json({**base_conf, "booking_id": "b" * 256}),
+            "rule_violation",
+            "booking_id",
+        ),
     ]
 
 
@@ -210,6 +218,9 @@ async def test_bad_values_are_dead_lettered_and_valid_ones_around_them_applied(
     bad = bad_inputs(now)
     # Valid events of every topic, in both formats, one between each pair of bad ones.
     ua, ub, uc, ud = (new_id(p) for p in ("ua", "ub", "uc", "ud"))
+    # The longest ids allowed (255 characters, two UTF-8 bytes each) are not bad input.
+    long_user = "ü" * 255
+    long_booking, long_event = "ß" * 255, "é" * 255
     booking_a, booking_c, booking_d = new_id("bka"), new_id("bkc"), new_id("bkd")
     date = now + timedelta(days=4)
     valid: list[Event] = [
@@ -221,6 +232,7 @@ async def test_bad_values_are_dead_lettered_and_valid_ones_around_them_applied(
         confirmed(
             ua, new_id("bka2"), date + timedelta(days=5), now - timedelta(minutes=10), fmt="avro"
         ),
+        confirmed(long_user, long_booking, date, now - timedelta(minutes=7), event_id=long_event),
     ]
     v1_record = {
         "event_id": new_id("evc"),
@@ -264,8 +276,8 @@ async def test_bad_values_are_dead_lettered_and_valid_ones_around_them_applied(
         if b is not None
     }
     assert len(where) == len(bad)
-    # Publication is at least once; exactly once is test_no_record_is_processed_twice_*.
-    assert len(dead) >= len(bad), [headers_of(r).get("dlq.error.message") for r in dead]
+    # No crash here, so each bad record is dead-lettered exactly once.
+    assert len(dead) == len(bad), [headers_of(r).get("dlq.error.message") for r in dead]
     seen: set[tuple[str, int, int]] = set()
     for record in dead:
         h = headers_of(record)
@@ -291,9 +303,17 @@ async def test_bad_values_are_dead_lettered_and_valid_ones_around_them_applied(
         "SELECT user_id, trigger_data->>'booking_id' AS booking, conversation_id, status "
         "FROM scheduled_followups WHERE trigger_type = 'post_event' ORDER BY user_id, scheduled_at",
     )
-    assert [(r["user_id"], r["status"]) for r in post_events] == sorted(
-        [(ua, "pending"), (ua, "pending"), (ud, "pending"), (last_user, "pending")]
+    assert sorted((r["user_id"], r["status"]) for r in post_events) == sorted(
+        [
+            (ua, "pending"),
+            (ua, "pending"),
+            (ud, "pending"),
+            (last_user, "pending"),
+            (long_user, "pending"),
+        ]
     )
+    (from_long,) = [r for r in post_events if r["user_id"] == long_user]
+    assert from_long["booking"] == long_booking
     (from_v1,) = [r for r in post_events if r["user_id"] == ud]
     assert from_v1["booking"] == booking_d
     assert from_v1["conversation_id"] == f"booking_{booking_d}"
@@ -315,19 +335,10 @@ async def test_bad_values_are_dead_lettered_and_valid_ones_around_them_applied(
         uc: now - timedelta(minutes=40),
         ud: now - timedelta(minutes=5),
         last_user: now,
+        long_user: now - timedelta(minutes=7),
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a JSON string with a lone UTF-16 surrogate escape (\\ud800) passes "
-        "consumer/wire.py validation (_check_id/_check_free_text reject NUL only), then "
-        "PostgreSQL cannot encode it: the batch's INSERT raises DBAPIError, which is not "
-        "transient, so the ingest loop dies and the service stops (a poison pill on every "
-        "restart) instead of dead-lettering the value"
-    ),
-)
 async def test_lone_surrogate_in_json_string_is_dead_lettered_not_fatal(
     settings: Settings,
 ) -> None:
@@ -357,18 +368,6 @@ async def test_lone_surrogate_in_json_string_is_dead_lettered_not_fatal(
     assert headers_of(dead[0])["dlq.error.type"] in (b"schema_error", b"rule_violation")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: aiokafka marks the assignment complete before calling the rebalance listener, "
-        "so Service._ingest_loop (consumer/app.py) already gets and applies records from "
-        "Kafka's own position (mirror commit or earliest) while "
-        "OffsetsFromDatabase.on_partitions_assigned (consumer/kafka_io.py) is still awaiting "
-        "load_offsets; its seek then rewinds to the stale answer behind what was just "
-        "committed, and the records are processed again: every dead letter among them is "
-        "published twice with no crash (seen in ~40% of plain fresh starts too)"
-    ),
-)
 async def test_no_record_is_processed_twice_when_reading_saved_offsets_is_slow(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
+from consumer.app import Service
 from consumer.config import Settings
 from consumer.model import followup_id, reengagement_id
 from tests.integration.helpers import (
@@ -70,14 +71,15 @@ def data(row: asyncpg.Record) -> dict[str, Any]:
 class Feed:
     """Produces events one step at a time and waits until each step is committed."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, service: Service) -> None:
         self.settings = settings
+        self.service = service
         self.count = 0
 
     async def __call__(self, *events: Event) -> None:
         await produce_events(self.settings, events)
         self.count += len(events)
-        await wait_consumed(self.settings, self.count)
+        await wait_consumed(self.settings, self.count, service=self.service)
 
 
 # --- post-event follow-ups --------------------------------------------------------------
@@ -107,12 +109,12 @@ async def test_confirmed_booking_schedules_post_event_at_event_date_plus_delay(
     ).encode()
     assert b"+02:00" in offset_value
     await create_topics(settings)
-    async with running(settings):
+    async with running(settings) as service:
         await produce_events(settings, [plain])
         await produce_raw(
             settings, [(settings.topic_booking_confirmed, other.encode(), offset_value)]
         )
-        await wait_consumed(settings, 2)
+        await wait_consumed(settings, 2, service=service)
 
         rows = await followups(settings, user, "post_event")
         assert len(rows) == 1
@@ -150,8 +152,8 @@ async def test_reconfirmation_with_new_event_date_moves_the_same_followup(
     # An older confirmation delivered last: the newest one (by occurred_at) wins.
     stale = confirmed(user, booking, now + timedelta(days=20), now - timedelta(hours=4))
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         await feed(first)
         (before,) = await followups(settings, user, "post_event")
         assert before["scheduled_at"] == first_date + timedelta(hours=24)
@@ -186,14 +188,14 @@ async def test_bookings_within_a_day_share_a_followup_cancelled_only_with_all(
     # Three days away: outside the ±1 day window, its own follow-up.
     c3 = confirmed(user, b3, date + timedelta(days=3), now - timedelta(hours=3))
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         await feed(c1, c2, c3)
         rows = await followups(settings, user, "post_event")
         assert len(rows) == 2
         shared, alone = rows
         assert shared["id"] == followup_id("post_event", c1.event_id)
-        assert shared["scheduled_at"] == date + timedelta(hours=24)
+        assert shared["scheduled_at"] == date + timedelta(hours=20 + 24)  # the later event
         assert data(shared)["booking_ids"] == [b1, b2]
         assert data(shared)["active_booking_ids"] == [b1, b2]
         assert alone["scheduled_at"] == date + timedelta(days=3, hours=24)
@@ -231,8 +233,8 @@ async def test_cancellation_consumed_before_its_confirmation_still_wins(
     now = now_ms()
     user, booking, control = new_id("u"), new_id("bk"), new_id("bk-control")
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         # The cancellation is produced and fully consumed first ...
         await feed(cancelled(user, booking, now - timedelta(minutes=1)))
         # ... then its confirmation arrives, plus an unrelated booking as a control.
@@ -257,6 +259,45 @@ async def test_cancellation_consumed_before_its_confirmation_still_wins(
         assert projected["followup_id"] is None
 
 
+async def test_shared_followup_timing_does_not_depend_on_cross_topic_order(
+    settings: Settings,
+) -> None:
+    now = now_ms()
+    first_date = now + timedelta(days=6)
+    second_date = first_date + timedelta(hours=20)  # within a day: joins the first
+    t1, t2, t3 = (now - timedelta(hours=h) for h in (3, 2, 1))
+
+    def story(user: str) -> tuple[Event, Event, Event]:
+        """Book b1, book b2 (joins b1's follow-up), cancel b1: the same facts for both."""
+        return (
+            confirmed(user, f"{user}-b1", first_date, t1),
+            confirmed(user, f"{user}-b2", second_date, t2),
+            cancelled(user, f"{user}-b1", t3),
+        )
+
+    x, y = new_id("ux"), new_id("uy")
+    x_b1, x_b2, x_cancel = story(x)
+    y_b1, y_b2, y_cancel = story(y)
+    await create_topics(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
+        await feed(x_b1, y_b1)
+        await feed(x_b2)  # X: the confirmation topic is ahead ...
+        await feed(x_cancel, y_cancel)
+        await feed(y_b2)  # ... Y: the cancellation topic is ahead.
+        sql = (
+            "SELECT * FROM scheduled_followups WHERE user_id = $1 "
+            "AND trigger_type = 'post_event' AND status = 'pending'"
+        )
+        (for_x,) = await query(settings, sql, x)
+        (for_y,) = await query(settings, sql, y)
+    assert data(for_x)["active_booking_ids"] == [f"{x}-b2"]
+    assert data(for_y)["active_booking_ids"] == [f"{y}-b2"]
+    assert for_y["scheduled_at"] == second_date + timedelta(hours=24)
+    assert for_x["scheduled_at"] == for_y["scheduled_at"]
+    assert datetime.fromisoformat(data(for_x)["event_date"]) == second_date
+
+
 # --- emotions ----------------------------------------------------------------------------
 
 
@@ -274,8 +315,8 @@ async def test_low_emotion_schedules_one_checkin_and_recovery_cancels_it(
     # Another conversation whose average is exactly 0.4 all along: not below, no check-in.
     flat = [scored(user, flat_conv, s, at[i]) for i, s in enumerate([0.7, 0.1, 0.4, 0.4, 0.4])]
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         await feed(*low, *flat)
         rows = await followups(settings, user, "emotion_based")
         assert len(rows) == 1
@@ -321,8 +362,8 @@ async def test_emotion_history_keeps_the_newest_five_scores(settings: Settings) 
     random.Random(7).shuffle(shuffled)
     assert shuffled != events
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         await feed(*shuffled)
         # A re-delivery of an old score (same message) changes nothing.
         await feed(events[0])
@@ -366,8 +407,8 @@ async def test_activity_moves_the_single_reengagement_to_nine_local_never_backwa
     # User 3: a booking says Asia/Tokyo; a later plain activity decides the time.
     booked_at, u3_active = now - timedelta(days=3, hours=1), now - timedelta(days=1, hours=7)
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         await feed(activity(u1, a1), activity(u2, a_exact, fmt="avro"))
         (r1,) = await followups(settings, u1, "re_engagement")
         assert r1["id"] == reengagement_id(u1, 0)
@@ -409,8 +450,8 @@ async def test_per_user_limit_refuses_and_counts_beyond_it(settings: Settings) -
     b1, b2, b3, b4 = (new_id(f"bk{i}") for i in range(1, 5))
     date = now + timedelta(days=10)
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         await feed(activity(user, now - timedelta(hours=6)))  # re-engagement: 1 pending
         await feed(confirmed(user, b1, date, now - timedelta(hours=5)))  # post-event: 2
         await feed(
@@ -470,8 +511,8 @@ async def test_year_old_booking_is_expired_and_never_published(settings: Setting
     late_date = now - timedelta(hours=25)
     late = confirmed(late_user, new_id("bk"), late_date, now - timedelta(days=2))
     await create_topics(settings)
-    async with running(settings):
-        await Feed(settings)(old, late)
+    async with running(settings) as service:
+        await Feed(settings, service)(old, late)
         (expired,) = await followups(settings, old_user, "post_event")
         assert expired["status"] == "expired"
         assert expired["scheduled_at"] == old.record["event_date"] + timedelta(hours=24)
@@ -499,8 +540,8 @@ async def test_template_is_chosen_from_the_emotions_at_firing_time(settings: Set
     user, booking, conv = new_id("u"), new_id("bk"), new_id("conv")
     due_at = now + timedelta(seconds=4)
     await create_topics(settings)
-    async with running(settings):
-        feed = Feed(settings)
+    async with running(settings) as service:
+        feed = Feed(settings, service)
         # When confirmed, the conversation's average is low (0.2) ...
         await feed(
             scored(user, conv, 0.2, now - timedelta(minutes=10), fmt="avro"),

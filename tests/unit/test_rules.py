@@ -233,6 +233,7 @@ def test_confirmation_schedules_a_post_event_followup_at_event_date_plus_delay()
         status=Status.PENDING,
         booking_ids=("b1",),
         active_booking_ids=("b1",),
+        booking_dates=(("b1", EVENT_DATE),),
         event_date=EVENT_DATE,
     )
     assert ws.bookings["b1"].followup_id == fid
@@ -334,9 +335,22 @@ def test_booking_within_one_day_of_a_pending_post_event_joins_it(offset: timedel
     f = ws.followups[followup_id("post_event", first.event_id)]
     assert f.booking_ids == ("b1", "b2")
     assert f.active_booking_ids == ("b1", "b2")
-    assert f.scheduled_at == EVENT_DATE + 24 * H
+    # Due a day after the later of the two events, whichever booking came first.
+    assert f.scheduled_at == max(EVENT_DATE, EVENT_DATE + offset) + 24 * H
     assert ws.bookings["b2"].followup_id == f.id
     assert len(of_type(ws, POST)) == 1
+
+
+def test_shared_followup_time_does_not_depend_on_which_booking_came_first() -> None:
+    a = confirmed("b1", EVENT_DATE, at=T0)
+    b = confirmed("b2", EVENT_DATE + 20 * H, at=T0 + H)
+    one, other = fresh(a, b), fresh(b, a)
+    [f1], [f2] = of_type(one, POST), of_type(other, POST)
+    assert f1.scheduled_at == f2.scheduled_at == EVENT_DATE + 20 * H + 24 * H
+    cancel_first = fresh(a, b, cancelled("b1", at=T0 + 2 * H))
+    assert post_event(cancel_first).scheduled_at == EVENT_DATE + 20 * H + 24 * H
+    cancel_second = fresh(a, b, cancelled("b2", at=T0 + 2 * H))
+    assert post_event(cancel_second).scheduled_at == EVENT_DATE + 24 * H
 
 
 @pytest.mark.parametrize("offset", [D + MS, -(D + MS), 3 * D], ids=["+1d+1ms", "-1d-1ms", "+3d"])
@@ -403,7 +417,7 @@ def test_joined_booking_reconfirmed_within_the_window_stays_on_the_shared_follow
     )
     shared = ws.followups[followup_id("post_event", first.event_id)]
     assert shared.active_booking_ids == ("b1", "b2")
-    assert shared.scheduled_at == EVENT_DATE + 24 * H
+    assert shared.scheduled_at == EVENT_DATE + 12 * H + 24 * H  # the later event's
     assert len(of_type(ws, POST)) == 1
 
 

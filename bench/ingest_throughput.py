@@ -448,8 +448,12 @@ def _proc_status_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def cpu_seconds(consumer_pid: int | None) -> dict[int, tuple[str, float]]:
-    """CPU time (user + system) of every process, labelled by what it is."""
+def cpu_seconds(consumer_pid: int | None, database: str) -> dict[int, tuple[str, float]]:
+    """CPU time (user + system) of every process, labelled by what it is.
+
+    PostgreSQL backends serving the benchmark's database are told apart from the
+    rest (background writers, other databases: tests running beside us).
+    """
     tick = float(os.sysconf("SC_CLK_TCK"))
     me = os.getpid()
     out: dict[int, tuple[str, float]] = {}
@@ -458,7 +462,8 @@ def cpu_seconds(consumer_pid: int | None) -> dict[int, tuple[str, float]]:
             continue
         try:
             raw = Path(entry.path, "stat").read_text()
-        except OSError:
+            cmdline = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, UnicodeDecodeError):
             continue
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
@@ -470,7 +475,12 @@ def cpu_seconds(consumer_pid: int | None) -> dict[int, tuple[str, float]]:
         elif comm == "java":
             label = "kafka (java)"
         elif comm.startswith("postgres"):
-            label = "postgresql"
+            bench_db = f" {database} " in cmdline
+            label = "postgresql (bench db)" if bench_db else "postgresql (other)"
+        elif comm == "py-spy":
+            label = "py-spy"
+        elif comm.startswith("python"):
+            label = "other python"
         else:
             label = "other"
         out[pid] = (label, (int(fields[11]) + int(fields[12])) / tick)
@@ -549,7 +559,7 @@ async def run_service(
     conn = await asyncpg.connect(_dsn(endpoints.database(names.database)))
     spy: asyncio.subprocess.Process | None = None
     with _open_log(log_path) as log:
-        cpu_before = cpu_seconds(None)
+        cpu_before = cpu_seconds(None, names.database)
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -569,7 +579,7 @@ async def run_service(
             if profile is not None:
                 spy = await _start_py_spy(py_spy, proc.pid, profile, log)
             phase, complete, peak_kib, cpu_after = await _watch(
-                proc, conn, names.service_group, n, started, limit_s
+                proc, conn, names, n, started, limit_s
             )
         finally:
             await conn.close()
@@ -628,7 +638,7 @@ def _find_py_spy() -> str:
 async def _watch(
     proc: asyncio.subprocess.Process,
     conn: Any,
-    group: str,
+    names: Names,
     n: int,
     started: float,
     limit_s: float,
@@ -643,11 +653,11 @@ async def _watch(
         now = time.perf_counter()
         hwm = _proc_status_kib(proc.pid, "VmHWM") or 0
         peak_kib = max(peak_kib, hwm, _proc_status_kib(proc.pid, "VmRSS") or 0)
-        done = await _applied(conn, group)
+        done = await _applied(conn, names.service_group)
         if done and first is None:
             first = now - started
         if done >= n:
-            cpu_after = cpu_seconds(proc.pid)
+            cpu_after = cpu_seconds(proc.pid, names.database)
             return Phase(done, now - started, first), True, peak_kib, cpu_after
         if proc.returncode is not None:
             raise RuntimeError(f"the service exited with {proc.returncode} after {done:,} events")
@@ -663,7 +673,12 @@ async def _watch(
             last_report, last_done = now, done
         if now - started > limit_s:
             print(f"  service: timed out after {limit_s:.0f} s", flush=True)
-            return Phase(done, now - started, first), False, peak_kib, cpu_seconds(proc.pid)
+            return (
+                Phase(done, now - started, first),
+                False,
+                peak_kib,
+                cpu_seconds(proc.pid, names.database),
+            )
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

@@ -1,0 +1,104 @@
+"""Prometheus metrics of one service instance (its own registry, so several
+instances in one test process do not collide)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from consumer.ingest import BatchOutcome
+
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.consumed = Counter(
+            "followup_events_consumed", "Input events applied, by topic", ["topic"], registry=r
+        )
+        self.dead_lettered = Counter(
+            "followup_events_dead_lettered",
+            "Input values sent to the dead-letter topic, by topic and error type",
+            ["topic", "error_type"],
+            registry=r,
+        )
+        self.scheduled = Counter(
+            "followups_scheduled",
+            "Follow-ups scheduled (new pending)",
+            ["trigger_type"],
+            registry=r,
+        )
+        self.cancelled = Counter(
+            "followups_cancelled", "Follow-ups cancelled", ["trigger_type"], registry=r
+        )
+        self.expired = Counter(
+            "followups_expired",
+            "Follow-ups expired without being sent",
+            ["trigger_type"],
+            registry=r,
+        )
+        self.executed = Counter(
+            "followups_executed",
+            "Follow-ups published and marked executed",
+            ["trigger_type", "template"],
+            registry=r,
+        )
+        self.failed = Counter(
+            "followups_failed",
+            "Follow-ups given up after MAX_RETRIES",
+            ["trigger_type"],
+            registry=r,
+        )
+        self.publish_errors = Counter(
+            "followup_publish_errors", "Failed publish attempts", ["trigger_type"], registry=r
+        )
+        self.refused = Counter(
+            "followups_refused",
+            "Follow-ups refused by MAX_PENDING_FOLLOWUPS_PER_USER",
+            ["trigger_type"],
+            registry=r,
+        )
+        self.firing_latency = Histogram(
+            "followup_firing_latency_seconds",
+            "Publish time minus scheduled_at",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "followup_consumer_lag",
+            "Records not yet applied, by input partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.batch_duration = Histogram(
+            "followup_ingest_batch_seconds", "Time to apply one ingest batch", registry=r
+        )
+        self.batch_size = Histogram(
+            "followup_ingest_batch_events",
+            "Events per ingest batch",
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
+            registry=r,
+        )
+
+    def record_batch(self, outcome: BatchOutcome, events: int) -> None:
+        for topic, n in outcome.applied.items():
+            self.consumed.labels(topic).inc(n)
+        for (topic, error_type), n in outcome.dead.items():
+            self.dead_lettered.labels(topic, error_type).inc(n)
+        for counter, counts in (
+            (self.scheduled, outcome.scheduled),
+            (self.cancelled, outcome.cancelled),
+            (self.expired, outcome.expired),
+            (self.refused, outcome.refused),
+        ):
+            for trigger, n in counts.items():
+                counter.labels(trigger.value).inc(n)
+        self.batch_duration.observe(outcome.seconds)
+        self.batch_size.observe(events)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

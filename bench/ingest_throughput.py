@@ -508,6 +508,8 @@ class ServiceRun:
     batch_seconds: float = 0.0
     dead_lettered: int = 0
     complete: bool = True
+    slow_statements: dict[str, tuple[int, float, float]] = field(default_factory=dict)
+    explain_path: Path | None = None
 
 
 def service_env(
@@ -553,10 +555,17 @@ async def run_service(
     cwd: Path,
     profile: Path | None,
     py_spy: str | None,
+    explain_ms: int | None,
+    pg_log: Path,
 ) -> ServiceRun:
     log_path = Path(f"/tmp/{names.prefix}-service.log")
     env = service_env(endpoints, names, partitions, extra_env)
+    pg_log_start = 0
+    if explain_ms is not None:
+        await _enable_auto_explain(endpoints, names.database, explain_ms)
+        pg_log_start = _file_size(pg_log)
     conn = await asyncpg.connect(_dsn(endpoints.database(names.database)))
+    backends: set[int] = set()
     spy: asyncio.subprocess.Process | None = None
     with _open_log(log_path) as log:
         cpu_before = cpu_seconds(None, names.database)
@@ -579,7 +588,7 @@ async def run_service(
             if profile is not None:
                 spy = await _start_py_spy(py_spy, proc.pid, profile, log)
             phase, complete, peak_kib, cpu_after = await _watch(
-                proc, conn, names, n, started, limit_s
+                proc, conn, names, n, started, limit_s, backends
             )
         finally:
             await conn.close()
@@ -596,7 +605,65 @@ async def run_service(
         complete=complete,
     )
     _read_log(run)
+    if explain_ms is not None:
+        run.explain_path = Path(f"/tmp/{names.prefix}-explain.log")
+        run.slow_statements = _slow_statements(pg_log, pg_log_start, backends, run.explain_path)
     return run
+
+
+def _file_size(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def _enable_auto_explain(endpoints: Endpoints, database: str, min_ms: int) -> None:
+    """Plans of slow statements into the server log, for this database only."""
+    admin = await asyncpg.connect(endpoints.admin_dsn)
+    try:
+        await admin.execute(
+            f"ALTER DATABASE \"{database}\" SET session_preload_libraries = 'auto_explain'"
+        )
+        await admin.execute(
+            f'ALTER DATABASE "{database}" SET auto_explain.log_min_duration = {int(min_ms)}'
+        )
+    finally:
+        await admin.close()
+
+
+_LOG_ENTRY = re.compile(r"^\S+ \S+ \S+ \[(\d+)\] ")
+_DURATION = re.compile(r"duration: ([\d.]+) ms")
+
+
+def _slow_statements(
+    pg_log: Path, start: int, backends: set[int], out: Path
+) -> dict[str, tuple[int, float, float]]:
+    """auto_explain entries of the service's backends: query -> (count, total ms, max ms)."""
+    with pg_log.open("rb") as f:
+        f.seek(start)
+        text = f.read().decode("utf-8", "replace")
+    entries: list[list[str]] = []
+    keep = False
+    for line in text.splitlines():
+        m = _LOG_ENTRY.match(line)
+        if m:
+            keep = int(m.group(1)) in backends and "duration:" in line and "plan:" in line
+            if keep:
+                entries.append([line])
+        elif keep and entries:
+            entries[-1].append(line)
+    stats: dict[str, tuple[int, float, float]] = {}
+    with out.open("w") as f:
+        for entry in entries:
+            f.write("\n".join(entry) + "\n")
+            d = _DURATION.search(entry[0])
+            ms = float(d.group(1)) if d else 0.0
+            query = next(
+                (ln.split("Query Text:", 1)[1].strip() for ln in entry if "Query Text:" in ln),
+                "?",
+            )
+            key = " ".join(query.split())[:90]
+            count, total, most = stats.get(key, (0, 0.0, 0.0))
+            stats[key] = (count + 1, total + ms, max(most, ms))
+    return stats
 
 
 def _open_log(path: Path) -> TextIO:
@@ -642,6 +709,7 @@ async def _watch(
     n: int,
     started: float,
     limit_s: float,
+    backends: set[int],
 ) -> tuple[Phase, bool, int, dict[int, tuple[str, float]]]:
     peak_kib = 0
     first: float | None = None
@@ -654,6 +722,13 @@ async def _watch(
         hwm = _proc_status_kib(proc.pid, "VmHWM") or 0
         peak_kib = max(peak_kib, hwm, _proc_status_kib(proc.pid, "VmRSS") or 0)
         done = await _applied(conn, names.service_group)
+        backends.update(
+            r["pid"]
+            for r in await conn.fetch(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
         if done and first is None:
             first = now - started
         if done >= n:
@@ -734,6 +809,15 @@ class Outcome:
     by_status: dict[str, int] = field(default_factory=dict)
     by_trigger: dict[tuple[str, str], int] = field(default_factory=dict)
     projections: dict[str, int] = field(default_factory=dict)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    database_mib: float = 0.0
+
+
+TABLE_STATS = (
+    "SELECT relname, seq_scan, seq_tup_read, idx_scan, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
+    "n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count, "
+    "pg_total_relation_size(relid) AS bytes FROM pg_stat_user_tables ORDER BY relname"
+)
 
 
 async def outcome(endpoints: Endpoints, database: str) -> Outcome:
@@ -749,6 +833,11 @@ async def outcome(endpoints: Endpoints, database: str) -> Outcome:
             out.projections[table] = await conn.fetchval(f"SELECT count(*) FROM {table}")
         out.projections["of which bookings cancelled"] = await conn.fetchval(
             "SELECT count(*) FROM booking_projection WHERE cancelled_at IS NOT NULL"
+        )
+        await asyncio.sleep(0.6)  # the statistics collector flushes every 500 ms
+        out.tables = [dict(r) for r in await conn.fetch(TABLE_STATS)]
+        out.database_mib = (
+            await conn.fetchval("SELECT pg_database_size(current_database())") / 2**20
         )
         return out
     finally:
@@ -868,6 +957,53 @@ def summary(
             f"average, {service.batch_seconds:.1f} s in all "
             f"({service.batch_seconds / steady:.0%} of the time after the first commit)"
         )
+    if result.tables:
+        lines.append(
+            f"PostgreSQL tables (database {result.database_mib:,.0f} MiB; "
+            "counters since the database was created):"
+        )
+        head = (
+            "table",
+            "MiB",
+            "seq_scan",
+            "seq_read",
+            "idx_scan",
+            "ins",
+            "upd",
+            "hot_upd",
+            "dead",
+            "autovac",
+            "autoanalyze",
+        )
+        lines.append(f"  {head[0]:<24}" + "".join(f"{h:>12}" for h in head[1:]))
+        for tbl in result.tables:
+            values = (
+                tbl["bytes"] / 2**20,
+                tbl["seq_scan"],
+                tbl["seq_tup_read"],
+                tbl["idx_scan"] or 0,
+                tbl["n_tup_ins"],
+                tbl["n_tup_upd"],
+                tbl["n_tup_hot_upd"],
+                tbl["n_dead_tup"],
+                tbl["autovacuum_count"],
+                tbl["autoanalyze_count"],
+            )
+            lines.append(
+                f"  {tbl['relname']:<24}{values[0]:>12,.0f}"
+                + "".join(f"{v:>12,}" for v in values[1:])
+            )
+    if service.slow_statements:
+        lines.append(
+            f"statements slower than {args.explain_ms} ms (auto_explain; plans in "
+            f"{service.explain_path}):"
+        )
+        for query, (count, total_ms, max_ms) in sorted(
+            service.slow_statements.items(), key=lambda kv: -kv[1][1]
+        ):
+            lines.append(
+                f"  {count:>6} x, {total_ms / 1000:>7.1f} s in all, max {max_ms:>7.0f} ms  {query}"
+            )
     lines.append(f"dead letters logged by the service: {service.dead_lettered:,}")
     wall = service.phase.seconds
     lines.append(
@@ -921,6 +1057,19 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "else speedscope JSON)",
     )
     p.add_argument("--py-spy", default=None, help="py-spy binary (default: found)")
+    p.add_argument(
+        "--explain-ms",
+        type=int,
+        default=None,
+        help="log plans of the service's statements slower than this (auto_explain on the "
+        "bench database) and summarise them",
+    )
+    p.add_argument(
+        "--pg-log",
+        type=Path,
+        default=REPO / ".services" / "postgres" / "log" / "postgres.log",
+        help="the PostgreSQL server log, for --explain-ms",
+    )
     args = p.parse_args(argv)
     if args.events < 1 or args.users < 1:
         p.error("--events and --users must be positive")
@@ -993,6 +1142,8 @@ async def _run(
         cwd=args.service_cwd,
         profile=args.profile,
         py_spy=args.py_spy,
+        explain_ms=args.explain_ms,
+        pg_log=args.pg_log,
     )
     print(
         f"service applied {service.phase.events:,} in {service.phase.seconds:.1f} s: "

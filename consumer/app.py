@@ -31,6 +31,7 @@ from consumer.kafka_io import (
     make_consumer,
     make_producer,
 )
+from consumer.metrics import Metrics
 from consumer.periodic import PeriodicJobs, build_scheduler
 from consumer.rules import Policy
 from consumer.store import PeriodicQueries, Store, create_engine, migrate
@@ -70,6 +71,7 @@ class Service:
         self.producer = make_producer(settings)
         self.consumer: AIOKafkaConsumer = make_consumer(settings)
         self.batch_lock = asyncio.Lock()
+        self.metrics = Metrics()
         self.ingestor = Ingestor(
             self.store,
             self.codec,
@@ -93,6 +95,7 @@ class Service:
             batch_size=settings.dispatch_batch_size,
             lease=timedelta(seconds=settings.dispatch_lease_seconds),
             poll=timedelta(seconds=settings.dispatch_poll_seconds),
+            metrics=self.metrics,
         )
         self.periodic = PeriodicJobs(
             self.store,
@@ -164,6 +167,7 @@ class Service:
             if outcome is None:
                 return  # stopping
             self.dispatcher.notify(outcome.earliest_due)
+            self.metrics.record_batch(outcome, len(records))
             log.info(
                 "batch applied",
                 extra={
@@ -175,6 +179,11 @@ class Service:
             for tp, rs in batch.items():
                 if rs:
                     self.positions[tp] = rs[-1].offset + 1
+                    highwater = self.consumer.highwater(tp)
+                    if highwater is not None:
+                        self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                            max(0, highwater - self.positions[tp])
+                        )
             loop_time = asyncio.get_running_loop().time()
             if loop_time - last_kafka_commit > 5:
                 last_kafka_commit = loop_time

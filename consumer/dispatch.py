@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from consumer.metrics import Metrics
 from consumer.model import Followup
 from consumer.rules import Policy
 from consumer.store import ClaimedFollowup, Executed, FiringFacts, Store
@@ -100,6 +101,7 @@ class Dispatcher:
         lease: timedelta = timedelta(seconds=30),
         poll: timedelta = timedelta(seconds=1),
         owner: str | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -110,6 +112,7 @@ class Dispatcher:
         self.lease = lease
         self.poll = poll
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
+        self.metrics = metrics or Metrics()
         self._wake = asyncio.Event()
         self._next_wake: datetime | None = None
 
@@ -165,6 +168,8 @@ class Dispatcher:
         fresh = [c for c in claimed if not (c.retry_count == 0 and c.followup.scheduled_at < late)]
         if stale:
             await self.store.mark_expired(self.owner, [c.followup.id for c in stale])
+            for c in stale:
+                self.metrics.expired.labels(c.followup.trigger_type.value).inc()
             log.info("expired without sending", extra={"count": len(stale)})
         if fresh:
             await self._send(fresh, now)
@@ -189,7 +194,13 @@ class Dispatcher:
             )
         results = await self.publisher.publish(messages)
         done = [r for r, err in zip(rendered, results, strict=True) if err is None]
-        await self.store.mark_executed(self.owner, done, self.clock())
+        published_at = self.clock()
+        await self.store.mark_executed(self.owner, done, published_at)
+        for c, r, err in zip(claimed, rendered, results, strict=True):
+            if err is None:
+                self.metrics.executed.labels(c.followup.trigger_type.value, r.template_id).inc()
+                lateness = (published_at - c.followup.scheduled_at).total_seconds()
+                self.metrics.firing_latency.observe(max(lateness, 0.0))
         failures = [(c, err) for c, err in zip(claimed, results, strict=True) if err is not None]
         for c, err in zip(claimed, results, strict=True):
             if err is None:
@@ -208,8 +219,11 @@ class Dispatcher:
         counts = await self.publisher.broker_reachable()
         now = self.clock()
         for c, err in failures:
+            self.metrics.publish_errors.labels(c.followup.trigger_type.value).inc()
             if counts:
                 retry_at = self.retry.next_attempt(c.retry_count, now)
+                if retry_at is None:
+                    self.metrics.failed.labels(c.followup.trigger_type.value).inc()
             else:
                 retry_at = now + self.retry.base
             await self.store.mark_publish_failed(

@@ -13,13 +13,22 @@ DATABASE_URL (else those `scripts/services env` names):
    booking.confirmed, 5% booking.cancelled of bookings confirmed earlier),
    pre-encodes them with the project's codec and produces them as fast as the
    producer allows;
-3. (a) reads them all with a bare AIOKafkaConsumer that does nothing else;
+3. (a) reads them all with a bare AIOKafkaConsumer that does nothing else, and
+   once more running only the service's decode step (codec + validation);
 4. (b) runs the service (`python -m consumer run`, SCHEDULER_ENABLED=false) in
    a subprocess until `sum(next_offset)` of its group in `consumer_offsets`
    reaches N, sampling its peak RSS and the CPU split between the processes;
-5. prints a summary with the targets.
+5. prints a summary with the targets, the follow-ups by status, PostgreSQL's
+   table counters and where the CPU went.
 
 The database and topics are dropped at the end unless --keep.
+
+Diagnostics: --profile FILE records the service with py-spy; --explain-ms MS
+logs (auto_explain, on the bench database only) and summarises the plans of
+statements slower than MS; --instances K runs K service processes in one
+consumer group; --service-cwd DIR runs the service from a scratch copy of
+`consumer/` and `schemas/` (to measure a change without touching the
+repository); --service-env KEY=VALUE passes settings.
 """
 
 from __future__ import annotations
@@ -406,9 +415,14 @@ class Phase:
 
 
 async def bare_consume(
-    bootstrap: str, topics: Sequence[str], group: str, n: int, limit_s: float
+    bootstrap: str,
+    topics: Sequence[str],
+    group: str,
+    n: int,
+    limit_s: float,
+    handle: Callable[[Sequence[Any]], object] | None = None,
 ) -> Phase:
-    """A consumer that reads every record and does nothing with it."""
+    """A consumer that reads every record and does nothing with it (or only `handle`)."""
     started = time.perf_counter()
     consumer = AIOKafkaConsumer(
         *topics,
@@ -427,6 +441,8 @@ async def bare_consume(
                 raise TimeoutError(f"bare consumer read {seen:,} of {n:,} in {limit_s:.0f} s")
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             got = sum(len(rs) for rs in batch.values())
+            if handle is not None and got:
+                handle([r for rs in batch.values() for r in rs])
             if got and first is None:
                 first = time.perf_counter() - started
             seen += got
@@ -448,7 +464,7 @@ def _proc_status_kib(pid: int, key: str) -> int | None:
     return None
 
 
-def cpu_seconds(consumer_pid: int | None, database: str) -> dict[int, tuple[str, float]]:
+def cpu_seconds(consumer_pids: set[int], database: str) -> dict[int, tuple[str, float]]:
     """CPU time (user + system) of every process, labelled by what it is.
 
     PostgreSQL backends serving the benchmark's database are told apart from the
@@ -468,7 +484,7 @@ def cpu_seconds(consumer_pid: int | None, database: str) -> dict[int, tuple[str,
         comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw[raw.rindex(")") + 2 :].split()
         pid = int(entry.name)
-        if pid == consumer_pid:
+        if pid in consumer_pids:
             label = "consumer (python)"
         elif pid == me:
             label = "benchmark"
@@ -499,7 +515,9 @@ def cpu_split(
 @dataclass
 class ServiceRun:
     phase: Phase
-    peak_rss_mib: float
+    peak_rss_mib: float  # the largest instance
+    peak_rss_total_mib: float  # all instances (each at its own peak)
+    instances: int
     cpu: dict[str, float]
     log_path: Path
     profile: Path | None
@@ -557,6 +575,7 @@ async def run_service(
     py_spy: str | None,
     explain_ms: int | None,
     pg_log: Path,
+    instances: int = 1,
 ) -> ServiceRun:
     log_path = Path(f"/tmp/{names.prefix}-service.log")
     env = service_env(endpoints, names, partitions, extra_env)
@@ -568,37 +587,43 @@ async def run_service(
     backends: set[int] = set()
     spy: asyncio.subprocess.Process | None = None
     with _open_log(log_path) as log:
-        cpu_before = cpu_seconds(None, names.database)
+        cpu_before = cpu_seconds(set(), names.database)
         started = time.perf_counter()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "consumer",
-            "run",
-            cwd=str(cwd),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-        )
-        cpu_before = {
-            pid: v for pid, v in cpu_before.items() if pid != proc.pid
-        }  # the new pid starts at zero
+        procs = [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "consumer",
+                "run",
+                cwd=str(cwd),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+            for _ in range(instances)
+        ]
+        pids = {p.pid for p in procs}
+        # A reused pid starts at zero.
+        cpu_before = {pid: v for pid, v in cpu_before.items() if pid not in pids}
         try:
             if profile is not None:
-                spy = await _start_py_spy(py_spy, proc.pid, profile, log)
-            phase, complete, peak_kib, cpu_after = await _watch(
-                proc, conn, names, n, started, limit_s, backends
+                spy = await _start_py_spy(py_spy, procs[0].pid, profile, log)
+            phase, complete, peaks_kib, cpu_after = await _watch(
+                procs, conn, names, n, started, limit_s, backends
             )
         finally:
             await conn.close()
-            await _stop(proc)
+            for proc in procs:
+                await _stop(proc)
             if spy is not None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(spy.wait(), timeout=120)
     run = ServiceRun(
         phase=phase,
-        peak_rss_mib=peak_kib / 1024,
+        peak_rss_mib=max(peaks_kib) / 1024,
+        peak_rss_total_mib=sum(peaks_kib) / 1024,
+        instances=instances,
         cpu=cpu_split(cpu_before, cpu_after),
         log_path=log_path,
         profile=profile,
@@ -703,15 +728,17 @@ def _find_py_spy() -> str:
 
 
 async def _watch(
-    proc: asyncio.subprocess.Process,
+    procs: Sequence[asyncio.subprocess.Process],
     conn: Any,
     names: Names,
     n: int,
     started: float,
     limit_s: float,
     backends: set[int],
-) -> tuple[Phase, bool, int, dict[int, tuple[str, float]]]:
-    peak_kib = 0
+) -> tuple[Phase, bool, list[int], dict[int, tuple[str, float]]]:
+    """Until the group's saved offsets add up to n; returns peak RSS (KiB) per process."""
+    pids = {p.pid for p in procs}
+    peaks = [0] * len(procs)
     first: float | None = None
     done = 0
     last_report = started
@@ -719,8 +746,9 @@ async def _watch(
     while True:
         await asyncio.sleep(0.5)
         now = time.perf_counter()
-        hwm = _proc_status_kib(proc.pid, "VmHWM") or 0
-        peak_kib = max(peak_kib, hwm, _proc_status_kib(proc.pid, "VmRSS") or 0)
+        for i, proc in enumerate(procs):
+            hwm = _proc_status_kib(proc.pid, "VmHWM") or 0
+            peaks[i] = max(peaks[i], hwm, _proc_status_kib(proc.pid, "VmRSS") or 0)
         done = await _applied(conn, names.service_group)
         backends.update(
             r["pid"]
@@ -732,17 +760,20 @@ async def _watch(
         if done and first is None:
             first = now - started
         if done >= n:
-            cpu_after = cpu_seconds(proc.pid, names.database)
-            return Phase(done, now - started, first), True, peak_kib, cpu_after
-        if proc.returncode is not None:
-            raise RuntimeError(f"the service exited with {proc.returncode} after {done:,} events")
+            cpu_after = cpu_seconds(pids, names.database)
+            return Phase(done, now - started, first), True, peaks, cpu_after
+        for proc in procs:
+            if proc.returncode is not None:
+                raise RuntimeError(
+                    f"the service exited with {proc.returncode} after {done:,} events"
+                )
         if now - last_report >= 5.0:
             print(
                 f"  service: {done:>10,} / {n:,} events applied, "
                 f"{done / (now - started):>8,.0f}/s overall, "
                 f"{(done - last_done) / (now - last_report):>8,.0f}/s "
                 f"last {now - last_report:.0f} s, "
-                f"rss {(_proc_status_kib(proc.pid, 'VmRSS') or 0) / 1024:.0f} MiB",
+                f"rss {sum(_proc_status_kib(p.pid, 'VmRSS') or 0 for p in procs) / 1024:.0f} MiB",
                 flush=True,
             )
             last_report, last_done = now, done
@@ -751,8 +782,8 @@ async def _watch(
             return (
                 Phase(done, now - started, first),
                 False,
-                peak_kib,
-                cpu_seconds(proc.pid, names.database),
+                peaks,
+                cpu_seconds(pids, names.database),
             )
 
 
@@ -863,11 +894,34 @@ def _git_state() -> str:
         return "unknown"
 
 
+def _decoder(names: Names) -> Callable[[Sequence[Any]], object]:
+    """The service's own decode step (codec + validation), without any database work."""
+    from consumer.events import EventKind
+    from consumer.wire import BadInput, parse_event
+
+    codec = Codec.load()
+    kinds = {
+        topic: EventKind(kind) for topic, (kind, _, _) in zip(names.inputs, INPUTS, strict=True)
+    }
+
+    def decode(records: Sequence[Any]) -> object:
+        bad = 0
+        for r in records:
+            try:
+                parse_event(kinds[r.topic], r.value, codec)
+            except BadInput:
+                bad += 1
+        return bad
+
+    return decode
+
+
 def summary(
     args: argparse.Namespace,
     stream: Stream,
     produce_seconds: float,
     bare: Phase,
+    decoding: Phase,
     service: ServiceRun,
     result: Outcome,
 ) -> str:
@@ -886,6 +940,12 @@ def summary(
             f"{bare.rate:,.0f}",
             f"{bare.seconds:.1f} s incl. {bare.first_seconds or 0:.1f} s to first record; "
             f"{bare.steady_rate:,.0f}/s after",
+        ),
+        (
+            "  consumer + decode only (events/s)",
+            f"{decoding.rate:,.0f}",
+            f"codec + validation, no database; end-to-end / this: "
+            f"{service.phase.rate / decoding.rate if decoding.rate else 0:.2f}",
         ),
         (
             "end-to-end rate (events/s)",
@@ -910,7 +970,17 @@ def summary(
             f"{service.phase.first_seconds or 0:.1f}",
             f"then {service.phase.steady_rate:,.0f} events/s",
         ),
-        ("consumer peak RSS (MiB)", f"{service.peak_rss_mib:,.0f}", "VmHWM"),
+        (
+            "consumer peak RSS (MiB)",
+            f"{service.peak_rss_mib:,.0f}",
+            "VmHWM"
+            + (
+                f" of the largest of {service.instances} instances, "
+                f"{service.peak_rss_total_mib:,.0f} MiB together"
+                if service.instances > 1
+                else ""
+            ),
+        ),
     ]
     for status in ("pending", "executed", "cancelled", "failed", "expired"):
         rows.append((f"scheduled_followups {status}", f"{result.by_status.get(status, 0):,}", ""))
@@ -922,6 +992,13 @@ def summary(
         f"== summary ({args.format}, {args.users:,} users, seed {args.seed}, code {_git_state()})",
         f"{'metric':<{width}}{'value':>14}   target / notes",
     ]
+    if args.service_cwd != REPO or args.service_env or args.instances > 1:
+        lines.insert(
+            2,
+            f"service: python -m consumer run in {args.service_cwd}"
+            + "".join(f" {kv}" for kv in args.service_env)
+            + (f", {args.instances} instances" if args.instances > 1 else ""),
+        )
     lines += [f"{name:<{width}}{value:>14}   {note}".rstrip() for name, value, note in rows]
     if not service.complete:
         lines.append(f"!! the service did not finish: {service.phase.events:,} of {n:,} applied")
@@ -1058,6 +1135,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--py-spy", default=None, help="py-spy binary (default: found)")
     p.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="service processes in the same consumer group (horizontal scaling)",
+    )
+    p.add_argument(
         "--explain-ms",
         type=int,
         default=None,
@@ -1130,6 +1213,14 @@ async def _run(
         f"bare consumer read {bare.events:,} in {bare.seconds:.1f} s: {bare.rate:,.0f} events/s",
         flush=True,
     )
+    decoding = await bare_consume(
+        ep.bootstrap, names.inputs, f"{names.bare_group}-decode", n, limit_s, _decoder(names)
+    )
+    print(
+        f"consumer + decode (Ingestor.decode only) read {decoding.events:,} in "
+        f"{decoding.seconds:.1f} s: {decoding.rate:,.0f} events/s",
+        flush=True,
+    )
 
     print("service (ingest only) replaying into the empty database ...", flush=True)
     service = await run_service(
@@ -1144,6 +1235,7 @@ async def _run(
         py_spy=args.py_spy,
         explain_ms=args.explain_ms,
         pg_log=args.pg_log,
+        instances=args.instances,
     )
     print(
         f"service applied {service.phase.events:,} in {service.phase.seconds:.1f} s: "
@@ -1151,7 +1243,7 @@ async def _run(
         flush=True,
     )
     result = await outcome(ep, names.database)
-    print(summary(args, stream, produce_seconds, bare, service, result), flush=True)
+    print(summary(args, stream, produce_seconds, bare, decoding, service, result), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -70,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(app.run_migrations(settings))
         log.info("schema is up to date")
         return 0
+    if settings.workers > 1:
+        from consumer.workers import supervise
+
+        return supervise(settings.workers)
     asyncio.run(app.run_service(settings))
     return 0
 

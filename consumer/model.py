@@ -6,6 +6,7 @@ a batch can be decided in memory and written back once.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +29,7 @@ class Status(StrEnum):
 
 
 _ID_NAMESPACE = uuid.UUID("6f1e2a52-4c1b-4b39-9a57-1d0c5b0f7e11")
+_NAMESPACE_BYTES = _ID_NAMESPACE.bytes
 
 
 def followup_id(*parts: str) -> str:
@@ -37,7 +39,12 @@ def followup_id(*parts: str) -> str:
     ids, so the `event_id` of `followup.due` lets the messaging service drop
     copies it has already seen.
     """
-    return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))
+    # uuid.uuid5 without the UUID object: the same value, computed per user per batch.
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + "\x1f".join(parts).encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def reengagement_id(user_id: str, cycle: int) -> str:

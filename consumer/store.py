@@ -190,9 +190,13 @@ class IngestTransaction:
         }
         result = await self.conn.execute(
             text(
-                f"SELECT {FOLLOWUP_COLUMNS} FROM scheduled_followups "
-                "WHERE (user_id = ANY(CAST(:users AS varchar[])) AND status = 'pending') "
-                "   OR id = ANY(CAST(:ids AS varchar[])) "
+                # Written as a join through unnest: `user_id = ANY(...) OR id = ANY(...)`
+                # flips to a generic plan that scans every pending row per user.
+                f"SELECT {FOLLOWUP_COLUMNS} FROM scheduled_followups WHERE id IN ("
+                "  SELECT p.id FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
+                "  JOIN scheduled_followups AS p "
+                "    ON p.user_id = u.user_id AND p.status = 'pending' "
+                "  UNION SELECT unnest(CAST(:ids AS varchar[]))) "
                 "ORDER BY id FOR UPDATE"
             ),
             {"users": users, "ids": sorted(wanted)},

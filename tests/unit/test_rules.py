@@ -1131,3 +1131,14 @@ def test_replaying_a_refused_event_does_not_count_it_again() -> None:
     before = snapshot(ws)
     assert run(ws, event) == []
     assert snapshot(ws) == before
+
+
+@pytest.mark.parametrize(
+    "parts", [("post_event", "evt-1"), ("re_engagement", "user-1", "0"), ("x", "é∂\U0001f600")]
+)
+def test_followup_ids_are_rfc4122_uuid5_of_the_causes(parts: tuple[str, ...]) -> None:
+    import uuid
+
+    from consumer.model import _ID_NAMESPACE
+
+    assert followup_id(*parts) == str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))

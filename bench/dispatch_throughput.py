@@ -1,0 +1,231 @@
+"""Dispatch benchmark: a burst of follow-ups due at once, then a steady stream.
+
+    .venv/bin/python -m bench.dispatch_throughput [--burst 100000] [--rate 1000] [--seconds 60]
+
+(1) `--burst` follow-ups all due at the same moment: publications per second and
+the time until every one is `executed`. (2) `--rate` follow-ups per second falling
+due for `--seconds`: firing latency (Kafka record timestamp, i.e. publish time,
+minus `scheduled_at`), p50 / p99 / max. The real service runs as a subprocess
+against the local broker and database; fresh topics and a fresh database per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+
+from bench.ingest_throughput import (
+    Endpoints,
+    Names,
+    _dsn,
+    create_database,
+    create_topics,
+    drop_database,
+    endpoints,
+    service_env,
+)
+from consumer.store import create_engine, migrate
+
+COLUMNS = (
+    "id",
+    "user_id",
+    "conversation_id",
+    "trigger_type",
+    "trigger_data",
+    "scheduled_at",
+    "due_at",
+    "status",
+)
+
+
+async def seed(dsn: str, times: list[datetime]) -> None:
+    """Custom follow-ups due at the given times, loaded with COPY."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = [
+            (
+                str(uuid.uuid4()),
+                f"user-{i % 100_000}",
+                f"conv-{i}",
+                "custom",
+                json.dumps({"custom_message": f"Benchmark message {i}"}),
+                at,
+                at,
+                "pending",
+            )
+            for i, at in enumerate(times)
+        ]
+        await conn.copy_records_to_table("scheduled_followups", records=rows, columns=COLUMNS)
+    finally:
+        await conn.close()
+
+
+async def count_executed(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval("SELECT count(*) FROM scheduled_followups WHERE status = 'executed'")
+    )
+
+
+async def published(bootstrap: str, topic: str, expected: int) -> list[tuple[int, str]]:
+    """(publish time ms, follow-up id) of every record of the output topic."""
+    from consumer.codec import Codec
+
+    codec = Codec.load()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    out: list[tuple[int, str]] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(out) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                for r in records:
+                    out.append((r.timestamp, codec.decode("followup_due", r.value)["event_id"]))
+    finally:
+        await consumer.stop()
+    return out
+
+
+def start_service(env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"], env=env, stdout=log, stderr=log
+        )
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+async def prepare(ep: Endpoints) -> tuple[Names, str, dict[str, str]]:
+    names = Names.fresh()
+    await create_database(ep, names.database)
+    await create_topics(ep.bootstrap, names.topics, 6)
+    engine = create_engine(ep.database(names.database))
+    await migrate(engine)
+    await engine.dispose()
+    env = service_env(
+        ep,
+        names,
+        6,
+        {"SCHEDULER_ENABLED": "true", "LOG_LEVEL": "WARNING", "DISPATCH_BATCH_SIZE": "2000"},
+    )
+    return names, _dsn(ep.database(names.database)), env
+
+
+async def burst(ep: Endpoints, n: int) -> dict[str, float]:
+    names, dsn, env = await prepare(ep)
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    await seed(dsn, [due] * n)
+    conn = await asyncpg.connect(dsn)
+    proc = start_service(env, f"/tmp/{names.prefix}-dispatch.log")
+    started = time.perf_counter()
+    first: float | None = None
+    try:
+        while True:
+            done = await count_executed(conn)
+            now = time.perf_counter()
+            if done and first is None:
+                first = now
+            if done >= n or now - started > 600:
+                break
+            await asyncio.sleep(0.2)
+        total = time.perf_counter() - started
+    finally:
+        stop_service(proc)
+        await conn.close()
+    out = await published(ep.bootstrap, names.outputs[0], n)
+    await drop_database(ep, names.database)
+    draining = total - (first or started) + 1e-9
+    return {
+        "follow-ups": n,
+        "executed": done,
+        "published records": len(out),
+        "distinct event ids": len({i for _, i in out}),
+        "seconds from start until all executed": total,
+        "seconds from first to last execution": draining,
+        "publications per second (first to last)": done / draining,
+    }
+
+
+async def steady(ep: Endpoints, rate: int, seconds: int) -> dict[str, float]:
+    names, dsn, env = await prepare(ep)
+    proc = start_service(env, f"/tmp/{names.prefix}-steady.log")
+    try:
+        await asyncio.sleep(6)  # started and idle
+        t0 = datetime.now(UTC) + timedelta(seconds=2)
+        times = [t0 + timedelta(seconds=i / rate) for i in range(rate * seconds)]
+        # Loaded in one go ahead of time: the dispatcher must fire each on time.
+        await seed(dsn, times)
+        await asyncio.sleep((times[-1] - datetime.now(UTC)).total_seconds() + 5)
+    finally:
+        stop_service(proc)
+    out = await published(ep.bootstrap, names.outputs[0], len(times))
+    conn = await asyncpg.connect(dsn)
+    try:
+        scheduled = {
+            r["id"]: r["scheduled_at"]
+            for r in await conn.fetch("SELECT id, scheduled_at FROM scheduled_followups")
+        }
+    finally:
+        await conn.close()
+    await drop_database(ep, names.database)
+    latencies = sorted(
+        ts / 1000 - scheduled[fid].timestamp() for ts, fid in out if fid in scheduled
+    )
+    q = statistics.quantiles(latencies, n=100)
+    return {
+        "follow-ups": len(times),
+        "published": len(out),
+        "latency p50 (s)": q[49],
+        "latency p99 (s)": q[98],
+        "latency max (s)": latencies[-1],
+    }
+
+
+def show(title: str, figures: dict[str, float], targets: dict[str, str]) -> None:
+    print(f"\n{title}")
+    for key, value in figures.items():
+        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
+        print(f"  {key:<42} {shown:>14}   {targets.get(key, '')}")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--burst", type=int, default=100_000)
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=60)
+    args = parser.parse_args()
+    ep = endpoints()
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    show(
+        f"burst: {args.burst:,} follow-ups due at once",
+        await burst(ep, args.burst),
+        {"publications per second (first to last)": "target >= 10,000/s"},
+    )
+    show(
+        f"steady: {args.rate:,} due per second for {args.seconds} s",
+        await steady(ep, args.rate, args.seconds),
+        {"latency p99 (s)": "target < 1 s"},
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

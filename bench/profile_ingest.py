@@ -1,0 +1,408 @@
+"""Where the ingest time goes: `Ingestor.process` on pre-fetched batches, timed.
+
+    .venv/bin/python -m bench.profile_ingest [--events N] [--users U]
+                                             [--format avro|json|mixed] [--cprofile OUT]
+
+Produces a stream like `bench.ingest_throughput` into fresh topics, reads it
+back into memory in the batches the service would see (`getmany`, 5000
+records), then feeds them one after the other to a real `Ingestor` on a fresh,
+migrated database, in this process, without Kafka in the loop. It reports the
+wall time of each phase of a batch (decode, lock and load, decide, save,
+commit), and for every SQL statement its count, wall time and this process's
+CPU time while it ran (the rest is time spent waiting for PostgreSQL). With
+--cprofile it also runs the same batches under cProfile (into a second fresh
+database) and prints the top functions.
+
+To measure a change without touching the repository, copy `consumer/` and
+`schemas/` to a scratch directory, edit there and run from it:
+`cd /tmp/scratch && PYTHONPATH=/work/main /work/main/.venv/bin/python -m bench.profile_ingest`
+(the current directory comes first on sys.path, so its `consumer` is used).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import io
+import pstats
+import sys
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+import consumer.ingest as ingest_module
+from bench.ingest_throughput import (
+    FETCH_OPTIONS,
+    Endpoints,
+    Names,
+    create_database,
+    create_topics,
+    delete_topics,
+    drop_database,
+    endpoints,
+    generate,
+    produce,
+)
+from consumer.app import utc_now
+from consumer.codec import Codec
+from consumer.config import load_settings
+from consumer.ingest import Ingestor
+from consumer.kafka_io import DeadLetter, InRecord
+from consumer.rules import Policy
+from consumer.store import IngestTransaction, Store, create_engine, migrate
+from consumer.working_set import WorkingSet
+
+
+class _NoDeadLetters:
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def send(self, dead: Sequence[DeadLetter]) -> None:
+        self.count += len(dead)
+
+
+@dataclass
+class Timings:
+    phases: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    sql_count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    sql_wall: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    sql_cpu: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    sql_rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    gc_seconds: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    gc_runs: list[int] = field(default_factory=lambda: [0, 0, 0])
+
+
+def _statement_name(statement: Any) -> str:
+    text = " ".join(str(statement).split())
+    words = text.split()
+    if words[:2] == ["INSERT", "INTO"]:
+        kind = "upsert" if "DO UPDATE" in text else "insert"
+        return f"{kind} {words[2]}"
+    if words[:1] == ["UPDATE"]:
+        return f"update {words[1]}"
+    if words[:1] == ["SELECT"] and "FROM" in words:
+        table = words[words.index("FROM") + 1]
+        lock = " FOR UPDATE" if "FOR UPDATE" in text else ""
+        return f"select {table}{lock}"
+    return text[:60]
+
+
+def instrument(t: Timings) -> Callable[[], None]:
+    """Wrap the phases of a batch and every statement with timers; returns an undo."""
+    saved: list[tuple[Any, str, Any]] = []
+
+    def patch(owner: Any, name: str, new: Any) -> None:
+        saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, new)
+
+    decode = Ingestor.decode
+
+    def timed_decode(self: Ingestor, records: Sequence[InRecord]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return decode(self, records)
+        finally:
+            t.phases["decode (codec + pydantic)"] += time.perf_counter() - t0
+
+    patch(Ingestor, "decode", timed_decode)
+
+    lock_and_load = IngestTransaction.lock_and_load
+
+    async def timed_lock_and_load(self: IngestTransaction, *args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await lock_and_load(self, *args, **kw)
+        finally:
+            t.phases["lock_and_load (SQL + rows to objects)"] += time.perf_counter() - t0
+
+    patch(IngestTransaction, "lock_and_load", timed_lock_and_load)
+
+    save = IngestTransaction.save
+
+    async def timed_save(self: IngestTransaction, *args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await save(self, *args, **kw)
+        finally:
+            t.phases["save (objects to arrays + SQL)"] += time.perf_counter() - t0
+
+    patch(IngestTransaction, "save", timed_save)
+
+    decide = getattr(ingest_module, "decide")  # noqa: B009 (not re-exported)
+
+    def timed_decide(*args: Any, **kw: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return decide(*args, **kw)
+        finally:
+            t.phases["decide (rules.decide per event)"] += time.perf_counter() - t0
+
+    patch(ingest_module, "decide", timed_decide)
+
+    apply = WorkingSet.apply
+
+    def timed_apply(self: WorkingSet, changes: Any) -> None:
+        t0 = time.perf_counter()
+        try:
+            apply(self, changes)
+        finally:
+            t.phases["decide (WorkingSet.apply)"] += time.perf_counter() - t0
+
+    patch(WorkingSet, "apply", timed_apply)
+
+    transaction = Store.ingest_transaction
+
+    @contextlib.asynccontextmanager
+    async def timed_transaction(self: Store) -> AsyncIterator[IngestTransaction]:
+        t0 = time.perf_counter()
+        cm = transaction(self)
+        tx = await cm.__aenter__()
+        t.phases["begin (checkout, ping, BEGIN)"] += time.perf_counter() - t0
+        try:
+            yield tx
+        except BaseException as exc:
+            if not await cm.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            t1 = time.perf_counter()
+            await cm.__aexit__(None, None, None)
+            t.phases["commit"] += time.perf_counter() - t1
+
+    patch(Store, "ingest_transaction", timed_transaction)
+
+    execute = AsyncConnection.execute
+
+    async def timed_execute(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
+        name = _statement_name(statement)
+        w0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return await execute(self, statement, *args, **kw)
+        finally:
+            t.sql_count[name] += 1
+            t.sql_wall[name] += time.perf_counter() - w0
+            t.sql_cpu[name] += time.process_time() - c0
+            params = args[0] if args and isinstance(args[0], dict) else {}
+            t.sql_rows[name] += max(
+                (len(v) for v in params.values() if isinstance(v, list)), default=0
+            )
+
+    patch(AsyncConnection, "execute", timed_execute)
+
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            t.gc_seconds[info["generation"]] += time.perf_counter() - gc_started[0]
+            t.gc_runs[info["generation"]] += 1
+
+    gc.callbacks.append(on_gc)
+
+    def undo() -> None:
+        gc.callbacks.remove(on_gc)
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+    return undo
+
+
+async def fetch_batches(
+    bootstrap: str, topics: Sequence[str], n: int, max_records: int
+) -> list[list[InRecord]]:
+    """The batches `getmany` hands out, as the service's ingest loop would get them."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        **FETCH_OPTIONS,
+    )
+    await consumer.start()
+    batches: list[list[InRecord]] = []
+    seen = 0
+    try:
+        while seen < n:
+            got = await consumer.getmany(timeout_ms=1000, max_records=max_records)
+            records: list[InRecord] = [r for rs in got.values() for r in rs]
+            if records:
+                batches.append(records)
+                seen += len(records)
+    finally:
+        await consumer.stop()
+    return batches
+
+
+async def replay(
+    database_url: str, group: str, names: Names, batches: Sequence[Sequence[InRecord]]
+) -> tuple[float, float, int]:
+    """Every batch through a real Ingestor; returns (wall s, CPU s, dead letters)."""
+    settings = load_settings(
+        database_url=database_url,
+        kafka_group_id=group,
+        topic_booking_confirmed=names.inputs[2],
+        topic_booking_cancelled=names.inputs[3],
+        topic_emotion_scored=names.inputs[1],
+        topic_user_activity=names.inputs[0],
+    )
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        dead = _NoDeadLetters()
+        ingestor = Ingestor(
+            Store(engine, group),
+            Codec.load(),
+            Policy.from_settings(settings),
+            settings.input_topics,
+            dead,
+            utc_now,
+        )
+        w0, c0 = time.perf_counter(), time.process_time()
+        for batch in batches:
+            await ingestor.process(batch)
+        return time.perf_counter() - w0, time.process_time() - c0, dead.count
+    finally:
+        await engine.dispose()
+
+
+def report(t: Timings, wall: float, cpu: float, events: int, batches: int) -> str:
+    lines = [
+        f"{events:,} events in {batches} batches: {wall:.1f} s wall, {events / wall:,.0f} "
+        f"events/s; this process's CPU {cpu:.1f} s ({cpu / wall:.0%} of the wall time), "
+        f"so {wall - cpu:.1f} s ({(wall - cpu) / wall:.0%}) waiting (PostgreSQL)",
+        "",
+        f"{'phase of Ingestor.process':<42}{'s':>8}{'% wall':>8}{'ms/batch':>10}",
+    ]
+    accounted = 0.0
+    for name, seconds in sorted(t.phases.items(), key=lambda kv: -kv[1]):
+        accounted += seconds
+        lines.append(
+            f"{name:<42}{seconds:>8.2f}{seconds / wall:>8.1%}{seconds / batches * 1000:>10.1f}"
+        )
+    rest = wall - accounted
+    gc_total = sum(t.gc_seconds)
+    lines.append(
+        f"{'rest (sort, offsets, outcome, loop)':<42}{rest:>8.2f}{rest / wall:>8.1%}"
+        f"{rest / batches * 1000:>10.1f}"
+    )
+    lines.append(
+        f"(garbage collection, inside the phases above: {gc_total:.2f} s, {gc_total / wall:.1%}; "
+        + ", ".join(
+            f"gen{g} {n} runs {s:.2f} s"
+            for g, (n, s) in enumerate(zip(t.gc_runs, t.gc_seconds, strict=True))
+        )
+        + ")"
+    )
+    lines += [
+        "",
+        f"{'SQL statement':<42}{'count':>6}{'rows':>9}{'wall s':>8}{'% wall':>8}"
+        f"{'client CPU s':>13}{'waiting s':>10}",
+    ]
+    for name in sorted(t.sql_wall, key=lambda k: -t.sql_wall[k]):
+        w, c = t.sql_wall[name], t.sql_cpu[name]
+        lines.append(
+            f"{name:<42}{t.sql_count[name]:>6}{t.sql_rows[name]:>9,}{w:>8.2f}{w / wall:>8.1%}"
+            f"{c:>13.2f}{w - c:>10.2f}"
+        )
+    total_w = sum(t.sql_wall.values())
+    total_c = sum(t.sql_cpu.values())
+    lines.append(
+        f"{'all statements':<42}{sum(t.sql_count.values()):>6}{'':>9}{total_w:>8.2f}"
+        f"{total_w / wall:>8.1%}{total_c:>13.2f}{total_w - total_c:>10.2f}"
+    )
+    return "\n".join(lines)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    ep: Endpoints = endpoints()
+    names = Names.fresh()
+    n = args.events
+    print(f"profile {names.prefix}: {n:,} events, {args.users:,} users, {args.format}")
+    databases = [names.database, f"{names.database}_cprofile"]
+    for db in databases:
+        await create_database(ep, db)
+    try:
+        await create_topics(ep.bootstrap, names.topics, args.partitions)
+        try:
+            stream = generate(
+                n, args.users, args.format, args.seed, Codec.load(), datetime.now(UTC)
+            )
+            await produce(ep.bootstrap, names.inputs, stream, 20_000)
+            del stream
+            batches = await fetch_batches(ep.bootstrap, names.inputs, n, args.batch)
+        finally:
+            await delete_topics(ep.bootstrap, names.topics)
+        if not args.no_freeze:
+            # The service holds one batch at a time; keep the full garbage
+            # collections from walking every fetched record as they would here.
+            gc.collect()
+            gc.freeze()
+        print(f"fetched {len(batches)} batches; replaying them through Ingestor.process")
+
+        timings = Timings()
+        undo = instrument(timings)
+        try:
+            wall, cpu, dead = await replay(
+                ep.database(databases[0]), names.service_group, names, batches
+            )
+        finally:
+            undo()
+        print(report(timings, wall, cpu, n, len(batches)))
+        if dead:
+            print(f"dead letters: {dead}")
+
+        if args.cprofile is not None:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            wall, _, _ = await replay(
+                ep.database(databases[1]), names.service_group, names, batches
+            )
+            profiler.disable()
+            profiler.dump_stats(str(args.cprofile))
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out)
+            stats.sort_stats("tottime").print_stats(args.top)
+            stats.sort_stats("cumulative").print_stats(args.top)
+            print(f"\ncProfile ({wall:.1f} s wall under the profiler), saved to {args.cprofile}")
+            print(out.getvalue())
+    finally:
+        for db in databases:
+            await drop_database(ep, db)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.profile_ingest", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--events", type=int, default=200_000)
+    p.add_argument("--users", type=int, default=100_000)
+    p.add_argument("--format", choices=("avro", "json", "mixed"), default="avro")
+    p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--batch", type=int, default=5000, help="max_records per getmany")
+    p.add_argument("--cprofile", type=Path, default=None, help="also run under cProfile")
+    p.add_argument(
+        "--no-freeze",
+        action="store_true",
+        help="leave the fetched records to the garbage collector (gc.freeze() otherwise)",
+    )
+    p.add_argument("--top", type=int, default=35, help="functions to print per cProfile table")
+    args = p.parse_args(argv)
+    print(f"consumer package: {Path(ingest_module.__file__).parent}", file=sys.stderr)
+    asyncio.run(main_async(args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

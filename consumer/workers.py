@@ -1,0 +1,52 @@
+"""`run` with WORKERS > 1: several instances of the service on one host.
+
+One Python process uses at most one core; the consumer group splits the
+partitions between processes exactly as between hosts, so N workers here are N
+ordinary instances (own Kafka member, own dispatcher, shared database) under a
+supervisor that forwards signals and restarts a worker that dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY_SECONDS = 2.0
+
+
+def supervise(workers: int) -> int:
+    env = {**os.environ, "WORKERS": "1"}
+    command = [sys.executable, "-m", "consumer", "run"]
+    procs = {i: subprocess.Popen(command, env=env) for i in range(workers)}
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs.values():
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    log.info("workers started", extra={"workers": workers, "pids": [p.pid for p in procs.values()]})
+    while True:
+        time.sleep(0.2)
+        if stopping:
+            codes = [p.wait() for p in procs.values()]
+            log.info("workers stopped", extra={"exit_codes": codes})
+            return max(codes, default=0)
+        for i, p in list(procs.items()):
+            code = p.poll()
+            if code is not None:
+                # A crash loses nothing (offsets live with the effects); start again.
+                log.error("worker died; restarting", extra={"worker": i, "exit_code": code})
+                time.sleep(RESTART_DELAY_SECONDS)
+                procs[i] = subprocess.Popen(command, env=env)

@@ -137,31 +137,32 @@ async def burst(ep: Endpoints, n: int) -> dict[str, float]:
     conn = await asyncpg.connect(dsn)
     proc = start_service(env, f"/tmp/{names.prefix}-dispatch.log")
     started = time.perf_counter()
-    first: float | None = None
     try:
-        while True:
-            done = await count_executed(conn)
-            now = time.perf_counter()
-            if done and first is None:
-                first = now
-            if done >= n or now - started > 600:
+        for _ in range(3000):  # 10 minutes at most
+            if (done := await count_executed(conn)) >= n:
                 break
             await asyncio.sleep(0.2)
         total = time.perf_counter() - started
+        first, last = await conn.fetchrow(
+            "SELECT min(executed_at), max(executed_at) FROM scheduled_followups"
+        )
     finally:
         stop_service(proc)
         await conn.close()
     out = await published(ep.bootstrap, names.outputs[0], n)
     await drop_database(ep, names.database)
-    draining = total - (first or started) + 1e-9
+    stamps = sorted(ts for ts, _ in out)
+    publishing = (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0
+    draining = (last - first).total_seconds() if first and last else 0.0
     return {
         "follow-ups": n,
         "executed": done,
         "published records": len(out),
         "distinct event ids": len({i for _, i in out}),
-        "seconds from start until all executed": total,
-        "seconds from first to last execution": draining,
-        "publications per second (first to last)": done / draining,
+        "seconds from process start until all executed": total,
+        "seconds from first to last executed_at": draining,
+        "seconds from first to last publish": publishing,
+        "publications per second": n / max(publishing, draining, 1e-9),
     }
 
 
@@ -218,7 +219,7 @@ async def main() -> None:
     show(
         f"burst: {args.burst:,} follow-ups due at once",
         await burst(ep, args.burst),
-        {"publications per second (first to last)": "target >= 10,000/s"},
+        {"publications per second": "target >= 10,000/s"},
     )
     show(
         f"steady: {args.rate:,} due per second for {args.seconds} s",

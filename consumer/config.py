@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,24 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
 
+    # Operations: HTTP beside the consumer (health, metrics, admin API).
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8080, ge=0, le=65535)  # 0: no HTTP server
+    # Bearer token of the admin endpoints; unset: they are disabled, not open.
+    admin_token: SecretStr | None = None
+    # Fernet key (urlsafe base64, 32 bytes): message_content encrypted at rest.
+    followup_encryption_key: SecretStr | None = None
+
+    # Kafka client security (see kafka_io.client_options).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
+    kafka_ssl_check_hostname: bool = True
+
     @field_validator("scheduler_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
@@ -73,6 +91,18 @@ class Settings(BaseSettings):
     def _asyncpg_url(cls, value: str) -> str:
         if not value.startswith("postgresql+asyncpg://"):
             raise ValueError("must start with postgresql+asyncpg://")
+        return value
+
+    @field_validator("followup_encryption_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            from cryptography.fernet import Fernet
+
+            try:
+                Fernet(value.get_secret_value().encode())
+            except (ValueError, TypeError) as exc:
+                raise ValueError("must be a Fernet key: 32 url-safe base64-encoded bytes") from exc
         return value
 
     @property

@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from consumer.codec import Codec
 from consumer.config import Settings
+from consumer.crypto import MessageCipher
 from consumer.dispatch import Dispatcher, RetryPolicy
 from consumer.ingest import BatchOutcome, Ingestor
 from consumer.kafka_io import (
@@ -72,6 +73,8 @@ class Service:
         self.consumer: AIOKafkaConsumer = make_consumer(settings)
         self.batch_lock = asyncio.Lock()
         self.metrics = Metrics()
+        key = settings.followup_encryption_key
+        self.cipher = MessageCipher(key.get_secret_value() if key else None)
         self.ingestor = Ingestor(
             self.store,
             self.codec,
@@ -96,6 +99,7 @@ class Service:
             lease=timedelta(seconds=settings.dispatch_lease_seconds),
             poll=timedelta(seconds=settings.dispatch_poll_seconds),
             metrics=self.metrics,
+            cipher=self.cipher,
         )
         self.periodic = PeriodicJobs(
             self.store,

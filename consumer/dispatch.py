@@ -15,11 +15,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from consumer.crypto import MessageCipher
 from consumer.metrics import Metrics
 from consumer.model import Followup
 from consumer.rules import Policy
@@ -102,6 +103,7 @@ class Dispatcher:
         poll: timedelta = timedelta(seconds=1),
         owner: str | None = None,
         metrics: Metrics | None = None,
+        cipher: MessageCipher | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -113,6 +115,7 @@ class Dispatcher:
         self.poll = poll
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
         self.metrics = metrics or Metrics()
+        self.cipher = cipher or MessageCipher(None)
         self._wake = asyncio.Event()
         self._next_wake: datetime | None = None
 
@@ -185,10 +188,13 @@ class Dispatcher:
         messages: list[DueMessage] = []
         for c in claimed:
             f = c.followup
+            if f.custom_message is not None:
+                f = replace(f, custom_message=self.cipher.open(f.custom_message))
             ctx = firing_context(f, facts, self.policy.default_timezone)
             template = choose_template(f, ctx)
             text = render(template, f, ctx, now)
-            rendered.append(Executed(f.id, template.value, text))
+            # Stored sealed when FOLLOWUP_ENCRYPTION_KEY is set; published in clear.
+            rendered.append(Executed(f.id, template.value, self.cipher.seal(text)))
             messages.append(
                 DueMessage(f.user_id, due_record(f, template.value, text, c.retry_count + 1, now))
             )

@@ -472,3 +472,20 @@ def sweep_reengagement(state: State, user_id: str, policy: Policy, now: datetime
     sent for their latest activity gets one at the next send hour (never one in
     the past: users loaded by backfill would otherwise only get expired ones)."""
     return _Decision(state, policy, now).sweep(user_id)
+
+
+def schedule_custom(
+    state: State,
+    followup: Followup,
+    policy: Policy,
+    now: datetime,
+) -> list[Change]:
+    """An operator's custom follow-up, within the per-user limit (Refused beyond it)."""
+    d = _Decision(state, policy, now)
+    user = state.user(followup.user_id) or UserState(followup.user_id)
+    ok, user = d._room_for_one_more(user, TriggerType.CUSTOM)
+    if ok:
+        d._put(followup)
+    elif user != state.user(user.user_id):
+        d._put(user)
+    return d.changes

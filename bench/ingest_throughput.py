@@ -539,6 +539,7 @@ def service_env(
         DATABASE_URL=endpoints.database(names.database),
         KAFKA_GROUP_ID=names.service_group,
         SCHEDULER_ENABLED="false",
+        HTTP_PORT="0",  # several instances on one host
         TOPIC_PARTITIONS=str(partitions),
         LOG_LEVEL=env.get("LOG_LEVEL", "INFO"),
         PYTHONUNBUFFERED="1",

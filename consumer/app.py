@@ -12,16 +12,19 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from consumer.admin import Operations
 from consumer.codec import Codec
 from consumer.config import Settings
 from consumer.crypto import MessageCipher
 from consumer.dispatch import Dispatcher, RetryPolicy
+from consumer.http_api import HttpContext, create_app, make_server
 from consumer.ingest import BatchOutcome, Ingestor
 from consumer.kafka_io import (
     InRecord,
@@ -109,6 +112,25 @@ class Service:
             clock,
         )
         self.scheduler = build_scheduler(self.periodic, self.policy)
+        self.operations = Operations(self.store, self.policy, self.cipher, clock)
+        token = settings.admin_token
+        self.http = (
+            make_server(
+                create_app(
+                    HttpContext(
+                        self.operations,
+                        self.metrics,
+                        self.health_report,
+                        token.get_secret_value() if token else None,
+                    )
+                ),
+                settings.http_host,
+                settings.http_port,
+            )
+            if settings.http_port
+            else None
+        )
+        self.tasks: dict[str, asyncio.Task[None]] = {}
         # Next offset per partition applied by this instance (mirrored to Kafka).
         self.positions: dict[TopicPartition, int] = {}
 
@@ -124,10 +146,15 @@ class Service:
             "consumer started",
             extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
         )
-        tasks = [asyncio.create_task(self._ingest_loop(), name="ingest")]
+        self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
         if s.scheduler_enabled:
-            tasks.append(asyncio.create_task(self.dispatcher.run(self.stop), name="dispatch"))
+            self.tasks["dispatch"] = asyncio.create_task(
+                self.dispatcher.run(self.stop), name="dispatch"
+            )
             self.scheduler.start()
+        if self.http is not None:
+            self.tasks["http"] = asyncio.create_task(self.http.serve(), name="http")
+        tasks = list(self.tasks.values())
         try:
             await self._until_stopped(tasks)
         finally:
@@ -146,7 +173,54 @@ class Service:
             if t is not stopper and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
 
+    async def health_report(self) -> dict[str, Any]:
+        """The old scheduler's figures (same names) plus consumer and database state."""
+        s = self.settings
+        figures: dict[str, int | None]
+        try:
+            figures = dict(await asyncio.wait_for(self.operations.figures(), timeout=3))
+            database_ok = True
+        except Exception:
+            figures, database_ok = {"pending_jobs": None, "executed_today": None}, False
+        ingest = self.tasks.get("ingest")
+        ingesting = ingest is not None and not ingest.done()
+        dispatch = self.tasks.get("dispatch")
+        scheduler_running = (
+            s.scheduler_enabled
+            and dispatch is not None
+            and not dispatch.done()
+            and self.scheduler.running
+        )
+        assigned = sorted(self.consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
+        lag = {}
+        for tp in assigned:
+            highwater = self.consumer.highwater(tp)
+            position = self.positions.get(tp)
+            if highwater is not None and position is not None:
+                lag[f"{tp.topic}[{tp.partition}]"] = max(0, highwater - position)
+        if not database_ok or not ingesting:
+            status = "unhealthy"
+        elif s.scheduler_enabled and not scheduler_running:
+            status = "degraded"
+        else:
+            status = "healthy"
+        return {
+            "status": status,
+            "scheduler_running": scheduler_running,
+            **figures,
+            "apscheduler_jobs": len(self.scheduler.get_jobs()) if self.scheduler.running else 0,
+            "consumer": {
+                "group": s.kafka_group_id,
+                "ingesting": ingesting,
+                "assigned_partitions": [f"{tp.topic}[{tp.partition}]" for tp in assigned],
+                "lag": lag,
+            },
+            "database": {"reachable": database_ok},
+        }
+
     async def _close(self) -> None:
+        if self.http is not None:
+            self.http.should_exit = True
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         with contextlib.suppress(Exception):

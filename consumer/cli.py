@@ -1,4 +1,5 @@
-"""`followup-consumer` command line: run, migrate."""
+"""`followup-consumer` command line: run, migrate, replay, and the operator commands
+(followups list/show/cancel/schedule, erase-user, health; see consumer/cli_ops.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,21 @@ from datetime import datetime
 
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.logs import configure_logging
+from consumer.model import Status, TriggerType
 
 log = logging.getLogger("consumer.cli")
+
+ID_MAX_CHARS = 255
+LIMIT_MAX = 1000
+# Exit codes of the operator commands (argparse's usage errors are 2 as well).
+EXIT_OK = 0
+EXIT_NOT_FOUND = 1  # also: health unhealthy
+EXIT_USAGE = 2  # bad arguments, invalid configuration, erase-user without --yes
+EXIT_NOT_PENDING = 3
+EXIT_LIMIT_REACHED = 4
+EXIT_UNAVAILABLE = 5  # the database did not answer or refused the query
+
+OPERATOR_COMMANDS = frozenset({"followups", "erase-user", "health"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,7 +46,67 @@ def _parser() -> argparse.ArgumentParser:
         help="start at this time (ISO-8601 with offset) instead of the beginning",
     )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _operator_commands(sub)
     return parser
+
+
+def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    followups = sub.add_parser("followups", help="list, show, cancel or schedule follow-ups")
+    fsub = followups.add_subparsers(dest="action", required=True)
+
+    listing = fsub.add_parser("list", help="follow-ups, latest scheduled first")
+    listing.add_argument("--user", type=_identifier, help="only this user's")
+    listing.add_argument("--status", choices=[s.value for s in Status], help="only this status")
+    listing.add_argument(
+        "--trigger", choices=[t.value for t in TriggerType], help="only this trigger type"
+    )
+    listing.add_argument(
+        "--limit", type=_limit, default=100, help=f"at most this many (1..{LIMIT_MAX}, default 100)"
+    )
+    _json_flag(listing)
+
+    show = fsub.add_parser("show", help="every field of one follow-up (message decrypted)")
+    show.add_argument("id", type=_identifier, help="follow-up id")
+    _json_flag(show)
+
+    cancel = fsub.add_parser(
+        "cancel",
+        help="cancel a pending follow-up (exit 1: unknown, 3: not pending)",
+    )
+    cancel.add_argument("id", type=_identifier, help="follow-up id")
+    _json_flag(cancel)
+
+    schedule = fsub.add_parser(
+        "schedule", help="schedule a custom follow-up (exit 4: the user's limit is reached)"
+    )
+    schedule.add_argument("--user", type=_identifier, required=True, help="user id")
+    schedule.add_argument(
+        "--conversation", type=_identifier, required=True, help="conversation id"
+    )
+    schedule.add_argument(
+        "--message", type=_message, required=True, help="the text to send (non-empty, no NUL)"
+    )
+    schedule.add_argument(
+        "--at", type=_aware_datetime, required=True, help="when (ISO-8601 with offset)"
+    )
+    _json_flag(schedule)
+
+    erase = sub.add_parser(
+        "erase-user", help="delete every row about a user (right to be forgotten)"
+    )
+    erase.add_argument("user", type=_identifier, help="user id")
+    erase.add_argument("--yes", action="store_true", help="really delete; required")
+    _json_flag(erase)
+
+    health = sub.add_parser(
+        "health",
+        help="figures, database and Kafka reachability, consumer lag (exit 1: unhealthy)",
+    )
+    _json_flag(health)
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
 def _aware_datetime(value: str) -> datetime:
@@ -45,8 +119,49 @@ def _aware_datetime(value: str) -> datetime:
     return parsed
 
 
+def _identifier(value: str) -> str:
+    if not value:
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(value) > ID_MAX_CHARS:
+        raise argparse.ArgumentTypeError(f"longer than {ID_MAX_CHARS} characters")
+    if "\x00" in value:
+        raise argparse.ArgumentTypeError("must not contain NUL")
+    return value
+
+
+def _limit(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from exc
+    if not 1 <= number <= LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {LIMIT_MAX}: {number}")
+    return number
+
+
+def _message(value: str) -> str:
+    from consumer.admin import MESSAGE_MAX_CHARS
+
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(value) > MESSAGE_MAX_CHARS:
+        raise argparse.ArgumentTypeError(
+            f"longer than {MESSAGE_MAX_CHARS} characters ({len(value)})"
+        )
+    if "\x00" in value:
+        raise argparse.ArgumentTypeError("must not contain NUL")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "erase-user" and not args.yes:
+        sys.stderr.write(
+            f"followup-consumer: erase-user deletes every follow-up, booking, conversation "
+            f"and activity row of user {args.user!r} and cannot be undone; "
+            "repeat the command with --yes to do it\n"
+        )
+        return EXIT_USAGE
     try:
         settings: Settings = load_settings()
     except ConfigError as exc:
@@ -55,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(settings.log_level)
     from consumer import app  # heavy imports only once the configuration is valid
 
+    if args.command in OPERATOR_COMMANDS:
+        from consumer import cli_ops
+
+        return cli_ops.execute(args, settings, app.utc_now)
     if args.command == "replay":
         from consumer.replay import replay
 

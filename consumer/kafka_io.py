@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
 from consumer.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
 from consumer.config import Settings
@@ -59,8 +60,49 @@ class DeadLetter:
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection options shared by every client."""
-    return {"bootstrap_servers": settings.kafka_bootstrap_servers}
+    """Connection options shared by every client (consumer, producer, admin).
+
+    `KAFKA_SECURITY_PROTOCOL` selects the transport: SSL and SASL_SSL get an
+    `ssl_context` (CA, optional client certificate and key, hostname check per
+    `KAFKA_SSL_CHECK_HOSTNAME`); SASL_PLAINTEXT and SASL_SSL get the mechanism
+    (PLAIN unless `KAFKA_SASL_MECHANISM` says otherwise) and the credentials,
+    which aiokafka names `sasl_plain_*` for SCRAM too. A SASL protocol without
+    credentials raises ValueError naming the missing variables.
+    """
+    protocol = settings.kafka_security_protocol
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
+            raise ValueError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol}: KAFKA_SSL_KEYFILE is set but "
+                "KAFKA_SSL_CERTFILE is not (the client key needs its certificate)"
+            )
+        context = create_ssl_context(
+            cafile=settings.kafka_ssl_cafile,
+            certfile=settings.kafka_ssl_certfile,
+            keyfile=settings.kafka_ssl_keyfile,
+        )
+        context.check_hostname = settings.kafka_ssl_check_hostname
+        options["ssl_context"] = context
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        password = settings.kafka_sasl_password
+        missing = [
+            name
+            for name, value in (
+                ("KAFKA_SASL_USERNAME", settings.kafka_sasl_username),
+                ("KAFKA_SASL_PASSWORD", password.get_secret_value() if password else None),
+            )
+            if not value
+        ]
+        if missing or password is None:
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = settings.kafka_sasl_username
+        options["sasl_plain_password"] = password.get_secret_value()
+    return options
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:

@@ -105,5 +105,6 @@ def settings(services: Services, database_url: str) -> Settings:
         topic_dlq=f"{prefix}.followup.dlq",
         topic_partitions=3,
         dispatch_poll_seconds=0.2,
+        http_port=0,  # tests that want HTTP pick a free port
         ingest_fetch_timeout_ms=100,
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from pydantic import SecretStr
 
 from consumer.config import Settings
 from tests.integration.helpers import (
@@ -68,6 +69,10 @@ def service_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.upper() not in names}
     for name in Settings.model_fields:
         value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
     env["LOG_LEVEL"] = "WARNING"
     return env

@@ -64,6 +64,7 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
         TOPIC_PARTITIONS=str(settings.topic_partitions),
         DISPATCH_POLL_SECONDS="0.2",
         LOG_LEVEL="WARNING",
+        HTTP_PORT="0",
         **extra,
     )
     return env

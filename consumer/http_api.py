@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import AwareDatetime, BaseModel, Field, field_validator
@@ -24,6 +24,8 @@ from consumer.metrics import Metrics
 from consumer.model import Status, TriggerType
 
 ID_MAX_CHARS = 255
+# Module level: FastAPI resolves annotations by name (postponed evaluation).
+PathId = Annotated[str, Path(min_length=1, max_length=ID_MAX_CHARS)]
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,6 @@ def create_app(ctx: HttpContext) -> FastAPI:
             )
 
     Admin = Depends(admin)
-    FollowupId = Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)]
 
     @app.get("/health")
     async def health() -> JSONResponse:
@@ -91,14 +92,14 @@ def create_app(ctx: HttpContext) -> FastAPI:
         return [f.as_json() for f in found]
 
     @app.get("/admin/followups/{followup_id}", dependencies=[Admin])
-    async def get_followup(followup_id: FollowupId) -> dict[str, Any]:
+    async def get_followup(followup_id: PathId) -> dict[str, Any]:
         found = await ctx.operations.get_followup(followup_id)
         if found is None:
             raise HTTPException(404, f"no follow-up {followup_id!r}")
         return found.as_json()
 
     @app.post("/admin/followups/{followup_id}/cancel", dependencies=[Admin])
-    async def cancel_followup(followup_id: FollowupId) -> dict[str, str]:
+    async def cancel_followup(followup_id: PathId) -> dict[str, str]:
         result = await ctx.operations.cancel_followup(followup_id)
         if result is CancelResult.NOT_FOUND:
             raise HTTPException(404, f"no follow-up {followup_id!r}")
@@ -120,9 +121,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
         return created.as_json()
 
     @app.delete("/admin/users/{user_id}", dependencies=[Admin])
-    async def erase_user(
-        user_id: Annotated[str, Field(min_length=1, max_length=ID_MAX_CHARS)],
-    ) -> dict[str, Any]:
+    async def erase_user(user_id: PathId) -> dict[str, Any]:
         return {"user_id": user_id, "deleted": await ctx.operations.erase_user(user_id)}
 
     return app

@@ -20,7 +20,8 @@ ID_MAX_CHARS = 255
 LIMIT_MAX = 1000
 # Exit codes of the operator commands (argparse's usage errors are 2 as well).
 EXIT_OK = 0
-EXIT_NOT_FOUND = 1  # also: health unhealthy
+EXIT_NOT_FOUND = 1
+EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2  # bad arguments, invalid configuration, erase-user without --yes
 EXIT_NOT_PENDING = 3
 EXIT_LIMIT_REACHED = 4
@@ -80,9 +81,7 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "schedule", help="schedule a custom follow-up (exit 4: the user's limit is reached)"
     )
     schedule.add_argument("--user", type=_identifier, required=True, help="user id")
-    schedule.add_argument(
-        "--conversation", type=_identifier, required=True, help="conversation id"
-    )
+    schedule.add_argument("--conversation", type=_identifier, required=True, help="conversation id")
     schedule.add_argument(
         "--message", type=_message, required=True, help="the text to send (non-empty, no NUL)"
     )

@@ -136,7 +136,7 @@ class Service:
 
     async def run(self) -> None:
         s = self.settings
-        await migrate(self.engine)
+        await self._migrate()
         await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
         await self.producer.start()
         listener = OffsetsFromDatabase(self.consumer, self.store, self.batch_lock)
@@ -172,6 +172,22 @@ class Service:
         for t in done:
             if t is not stopper and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
+
+    async def _migrate(self) -> None:
+        """Bring the schema up to date, unless this role may not (least privilege)."""
+        if not self.settings.migrate_on_start:
+            return
+        try:
+            await migrate(self.engine)
+        except DBAPIError as exc:
+            if str(getattr(exc.orig, "sqlstate", "")) != "42501":
+                raise
+            # Run as a role without DDL rights: `followup-consumer migrate` is the
+            # owner's job. Go on if the schema is there (the first query would fail).
+            log.warning(
+                "no privilege to migrate; assuming the owner ran `followup-consumer migrate`",
+                extra={"error": str(exc.orig)},
+            )
 
     async def health_report(self) -> dict[str, Any]:
         """The old scheduler's figures (same names) plus consumer and database state."""

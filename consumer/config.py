@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, ge=1)
     followup_due_format: Literal["avro", "json"] = "avro"
 
+    # `run` migrates first; a least-privilege role skips it (the owner migrates).
+    migrate_on_start: bool = True
     # Processes `run` starts on this host (each a full instance in the group).
     workers: int = Field(1, ge=1, le=64)
     # Throughput knobs: bigger batches mean fewer transactions per event.

@@ -83,7 +83,10 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     schedule.add_argument("--user", type=_identifier, required=True, help="user id")
     schedule.add_argument("--conversation", type=_identifier, required=True, help="conversation id")
     schedule.add_argument(
-        "--message", type=_message, required=True, help="the text to send (non-empty, no NUL)"
+        "--message",
+        type=_message,
+        required=True,
+        help="the text to send (not blank, no NUL, at most 4000 characters)",
     )
     schedule.add_argument(
         "--at", type=_aware_datetime, required=True, help="when (ISO-8601 with offset)"
@@ -123,9 +126,19 @@ def _identifier(value: str) -> str:
         raise argparse.ArgumentTypeError("must not be empty")
     if len(value) > ID_MAX_CHARS:
         raise argparse.ArgumentTypeError(f"longer than {ID_MAX_CHARS} characters")
+    _plain_text(value)
+    return value
+
+
+def _plain_text(value: str) -> None:
+    """What PostgreSQL cannot store: NUL, and bytes that are not UTF-8 (which
+    arrive as lone surrogates in argv)."""
     if "\x00" in value:
         raise argparse.ArgumentTypeError("must not contain NUL")
-    return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise argparse.ArgumentTypeError("is not valid UTF-8") from exc
 
 
 def _limit(value: str) -> int:
@@ -147,8 +160,7 @@ def _message(value: str) -> str:
         raise argparse.ArgumentTypeError(
             f"longer than {MESSAGE_MAX_CHARS} characters ({len(value)})"
         )
-    if "\x00" in value:
-        raise argparse.ArgumentTypeError("must not contain NUL")
+    _plain_text(value)
     return value
 
 

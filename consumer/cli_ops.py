@@ -1,0 +1,484 @@
+"""The operator commands of the CLI: follow-ups list/show/cancel/schedule, erase-user,
+health. The same operations as the admin HTTP API (consumer.admin.Operations).
+
+Results go to stdout (a text table or JSON), messages about failures to stderr as
+plain text, logs to stderr as JSON lines. The `_write*` functions and `execute` are
+the only places that write to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from consumer.admin import CancelResult, FollowupView, LimitReached, Operations
+from consumer.cli import (
+    EXIT_LIMIT_REACHED,
+    EXIT_NOT_FOUND,
+    EXIT_NOT_PENDING,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_UNHEALTHY,
+    EXIT_USAGE,
+)
+from consumer.config import Settings
+from consumer.crypto import CipherError, MessageCipher
+from consumer.kafka_io import client_options
+from consumer.model import Status, TriggerType
+from consumer.replay import input_partitions
+from consumer.rules import Policy
+from consumer.store import Store, create_engine
+
+log = logging.getLogger("consumer.cli")
+
+Clock = Callable[[], datetime]
+HEALTH_TIMEOUT_SECONDS = 5.0
+_UNDEFINED_TABLE = "42P01"
+
+
+class Failed(Exception):
+    """A command that cannot complete: its message for stderr and its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --- entry point --------------------------------------------------------------------
+
+
+def execute(args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
+    """Run one operator command; returns the exit code."""
+    try:
+        if args.command == "health":
+            return asyncio.run(_health(settings, clock, as_json=args.json))
+        return asyncio.run(_with_operations(settings, clock, _command(args)))
+    except Failed as exc:
+        _write_error(str(exc))
+        return exc.code
+
+
+OperationsCommand = Callable[[Operations], Coroutine[Any, Any, int]]
+
+
+def _command(args: argparse.Namespace) -> OperationsCommand:
+    if args.command == "erase-user":
+        return lambda ops: _erase_user(ops, args.user, as_json=args.json)
+    action: str = args.action
+    if action == "list":
+        return lambda ops: _list(
+            ops,
+            user_id=args.user,
+            status=Status(args.status) if args.status else None,
+            trigger_type=TriggerType(args.trigger) if args.trigger else None,
+            limit=args.limit,
+            as_json=args.json,
+        )
+    if action == "show":
+        return lambda ops: _show(ops, args.id, as_json=args.json)
+    if action == "cancel":
+        return lambda ops: _cancel(ops, args.id, as_json=args.json)
+    if action == "schedule":
+        return lambda ops: _schedule(
+            ops,
+            user_id=args.user,
+            conversation_id=args.conversation,
+            message=args.message,
+            at=args.at,
+            as_json=args.json,
+        )
+    raise AssertionError(f"unknown followups action {action!r}")
+
+
+def cipher_of(settings: Settings) -> MessageCipher:
+    key = settings.followup_encryption_key
+    return MessageCipher(key.get_secret_value() if key is not None else None)
+
+
+def operations(settings: Settings, engine: AsyncEngine, clock: Clock) -> Operations:
+    return Operations(
+        Store(engine, settings.kafka_group_id),
+        Policy.from_settings(settings),
+        cipher_of(settings),
+        clock,
+    )
+
+
+async def _with_operations(settings: Settings, clock: Clock, command: OperationsCommand) -> int:
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        return await command(operations(settings, engine, clock))
+    except CipherError as exc:
+        raise Failed(
+            f"cannot read a stored message: {exc} (set FOLLOWUP_ENCRYPTION_KEY to the key "
+            "the messages were written with)",
+            EXIT_USAGE,
+        ) from exc
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        raise Failed(f"database error: {_database_problem(exc)}", EXIT_UNAVAILABLE) from exc
+    finally:
+        await engine.dispose()
+
+
+def _database_problem(exc: BaseException) -> str:
+    if _sqlstate(exc) == _UNDEFINED_TABLE:
+        return "the schema is missing; run `followup-consumer migrate` first"
+    if isinstance(exc, SQLAlchemyError) and getattr(exc, "orig", None) is not None:
+        return f"{type(exc.orig).__name__}: {exc.orig}"  # type: ignore[attr-defined]
+    return _described(exc)
+
+
+def _sqlstate(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", "") or "")
+
+
+# --- follow-ups ---------------------------------------------------------------------
+
+
+async def _list(
+    ops: Operations,
+    *,
+    user_id: str | None,
+    status: Status | None,
+    trigger_type: TriggerType | None,
+    limit: int,
+    as_json: bool,
+) -> int:
+    views = await ops.list_followups(
+        user_id=user_id, status=status, trigger_type=trigger_type, limit=limit
+    )
+    if as_json:
+        _write_json([v.as_json() for v in views])
+    else:
+        _write(format_table(views))
+    return EXIT_OK
+
+
+async def _show(ops: Operations, id_: str, *, as_json: bool) -> int:
+    view = await ops.get_followup(id_)
+    if view is None:
+        raise Failed(f"no follow-up with id {id_!r}", EXIT_NOT_FOUND)
+    if as_json:
+        _write_json(view.as_json())
+    else:
+        _write(format_followup(view))
+    return EXIT_OK
+
+
+async def _cancel(ops: Operations, id_: str, *, as_json: bool) -> int:
+    result = await ops.cancel_followup(id_)
+    if as_json:
+        _write_json({"id": id_, "result": result.value})
+    elif result is CancelResult.CANCELLED:
+        _write("cancelled\n")
+    if result is CancelResult.CANCELLED:
+        log.info("follow-up cancelled by an operator", extra={"followup_id": id_})
+        return EXIT_OK
+    if result is CancelResult.NOT_FOUND:
+        _write_error(f"no follow-up with id {id_!r}")
+        return EXIT_NOT_FOUND
+    _write_error(f"follow-up {id_!r} was not cancelled: {await _why_not_pending(ops, id_)}")
+    return EXIT_NOT_PENDING
+
+
+async def _why_not_pending(ops: Operations, id_: str) -> str:
+    view = await ops.get_followup(id_)
+    if view is None:
+        return "it was deleted meanwhile"
+    if view.status == Status.PENDING:
+        return "a dispatcher is sending it right now; try again in a few seconds"
+    return f"it is {view.status}, only pending follow-ups can be cancelled"
+
+
+async def _schedule(
+    ops: Operations,
+    *,
+    user_id: str,
+    conversation_id: str,
+    message: str,
+    at: datetime,
+    as_json: bool,
+) -> int:
+    try:
+        view = await ops.schedule_custom(
+            user_id=user_id, conversation_id=conversation_id, message=message, at=at
+        )
+    except LimitReached as exc:
+        raise Failed(f"not scheduled: {exc}", EXIT_LIMIT_REACHED) from exc
+    log.info(
+        "custom follow-up scheduled by an operator",
+        extra={"followup_id": view.id, "user_id": user_id},
+    )
+    if as_json:
+        _write_json(view.as_json())
+    else:
+        _write(format_followup(view))
+    return EXIT_OK
+
+
+async def _erase_user(ops: Operations, user_id: str, *, as_json: bool) -> int:
+    counts = await ops.erase_user(user_id)
+    log.info("user erased by an operator", extra={"user_id": user_id, "deleted": counts})
+    if as_json:
+        _write_json({"user_id": user_id, "deleted": counts})
+    else:
+        _write(format_counts(counts))
+    return EXIT_OK
+
+
+# --- health -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionLag:
+    topic: str
+    partition: int
+    end_offset: int | None
+    next_offset: int | None  # the group's, stored in PostgreSQL (0 when none)
+    lag: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """The shape follows the service's GET /health where the two overlap (status,
+    pending_jobs, executed_today, database.reachable, consumer.group, consumer.lag)."""
+
+    group: str
+    database_error: str | None
+    kafka_error: str | None
+    figures: Mapping[str, int] | None
+    partitions: Sequence[PartitionLag] = field(default_factory=tuple)
+
+    @property
+    def healthy(self) -> bool:
+        return self.database_error is None and self.kafka_error is None
+
+    @property
+    def total_lag(self) -> int | None:
+        if self.kafka_error is not None or any(p.lag is None for p in self.partitions):
+            return None
+        return sum(p.lag or 0 for p in self.partitions)
+
+    def as_json(self) -> dict[str, Any]:
+        figures = self.figures or {}
+        return {
+            "status": "healthy" if self.healthy else "unhealthy",
+            "pending_jobs": figures.get("pending_jobs"),
+            "executed_today": figures.get("executed_today"),
+            "database": {"reachable": self.database_error is None, "error": self.database_error},
+            "kafka": {"reachable": self.kafka_error is None, "error": self.kafka_error},
+            "consumer": {
+                "group": self.group,
+                "lag": {f"{p.topic}[{p.partition}]": p.lag for p in self.partitions},
+                "total_lag": self.total_lag,
+                "partitions": [
+                    {
+                        "topic": p.topic,
+                        "partition": p.partition,
+                        "end_offset": p.end_offset,
+                        "next_offset": p.next_offset,
+                        "lag": p.lag,
+                    }
+                    for p in self.partitions
+                ],
+            },
+        }
+
+
+def lag_of(
+    end_offsets: Mapping[tuple[str, int], int],
+    stored: Mapping[tuple[str, int], int] | None,
+) -> list[PartitionLag]:
+    """End offset minus the group's stored next offset (0 when none is stored);
+    unknown (None) when the stored offsets could not be read."""
+    out = []
+    for (topic, partition), end in sorted(end_offsets.items()):
+        if stored is None:
+            out.append(PartitionLag(topic, partition, end, None, None))
+            continue
+        done = stored.get((topic, partition), 0)
+        out.append(PartitionLag(topic, partition, end, done, max(0, end - done)))
+    return out
+
+
+async def check_health(
+    settings: Settings, clock: Clock, each_seconds: float = HEALTH_TIMEOUT_SECONDS
+) -> Health:
+    """Database and Kafka looked at side by side, each within `each_seconds`."""
+    engine = create_engine(settings.database_url, pool_size=1)
+    try:
+        ops = operations(settings, engine, clock)
+        (figures, db_error), (ends, kafka_error) = await asyncio.gather(
+            _figures(ops, each_seconds), _end_offsets(settings, each_seconds)
+        )
+        stored: dict[tuple[str, int], int] | None = None
+        if db_error is None and ends:
+            try:
+                async with asyncio.timeout(each_seconds):
+                    stored = await ops.store.load_offsets(ends)
+            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                db_error = _problem(exc, each_seconds)
+        return Health(settings.kafka_group_id, db_error, kafka_error, figures, lag_of(ends, stored))
+    finally:
+        await engine.dispose()
+
+
+async def _figures(
+    ops: Operations, each_seconds: float
+) -> tuple[dict[str, int] | None, str | None]:
+    try:
+        async with asyncio.timeout(each_seconds):
+            return await ops.figures(), None
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        return None, _problem(exc, each_seconds)
+
+
+async def _end_offsets(
+    settings: Settings, each_seconds: float
+) -> tuple[dict[tuple[str, int], int], str | None]:
+    consumer = AIOKafkaConsumer(
+        **{**client_options(settings), "request_timeout_ms": int(each_seconds * 1000)},
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    try:
+        async with asyncio.timeout(each_seconds):
+            partitions: list[TopicPartition] = await input_partitions(settings)
+            await consumer.start()
+            ends = await consumer.end_offsets(partitions) if partitions else {}
+        return {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}, None
+    except Exception as exc:  # aiokafka raises its own errors, OSError, timeouts
+        return {}, _problem(exc, each_seconds)
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+
+def _problem(exc: BaseException, each_seconds: float) -> str:
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return f"no answer within {each_seconds:g} s"
+    if isinstance(exc, SQLAlchemyError | OSError):
+        return _database_problem(exc)
+    return _described(exc)
+
+
+def _described(exc: BaseException) -> str:
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+async def _health(settings: Settings, clock: Clock, *, as_json: bool) -> int:
+    health = await check_health(settings, clock)
+    if as_json:
+        _write_json(health.as_json())
+    else:
+        _write(format_health(health))
+    if not health.healthy:
+        log.warning(
+            "unhealthy",
+            extra={"database_error": health.database_error, "kafka_error": health.kafka_error},
+        )
+    return EXIT_OK if health.healthy else EXIT_UNHEALTHY
+
+
+# --- formatting (pure, no I/O) --------------------------------------------------------
+
+TABLE_COLUMNS = ("id", "user", "trigger", "status", "scheduled_at", "template")
+
+
+def printable(value: object) -> str:
+    """One line of terminal-safe text: control characters (newlines, escape
+    sequences in a user id, say) shown escaped rather than acted on."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """Left-aligned columns, as wide as their widest cell, two spaces apart."""
+    cells = [list(header), *([printable(c) for c in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "".join(line.rstrip() + "\n" for line in lines)
+
+
+def format_table(views: Sequence[FollowupView]) -> str:
+    return table(
+        TABLE_COLUMNS,
+        ((v.id, v.user_id, v.trigger_type, v.status, v.scheduled_at, v.template_id) for v in views),
+    )
+
+
+def format_followup(view: FollowupView) -> str:
+    """Every field, one per line; trigger data one line per key."""
+    fields: list[tuple[str, object]] = [
+        (name, value) for name, value in view.as_json().items() if name != "trigger_data"
+    ]
+    for key, value in sorted(view.trigger_data.items()):
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        fields.append((f"trigger_data.{key}", shown))
+    width = max(len(name) for name, _ in fields) + 1
+    return "".join(f"{name + ':':<{width}} {printable(value)}\n" for name, value in fields)
+
+
+def format_counts(counts: Mapping[str, int]) -> str:
+    return table(("table", "deleted"), sorted(counts.items()))
+
+
+def format_health(health: Health) -> str:
+    def reach(error: str | None) -> str:
+        return "reachable" if error is None else f"UNREACHABLE ({error})"
+
+    figures = health.figures or {}
+    lines = [
+        f"status:         {'healthy' if health.healthy else 'unhealthy'}",
+        f"database:       {printable(reach(health.database_error))}",
+        f"kafka:          {printable(reach(health.kafka_error))}",
+        f"pending_jobs:   {printable(figures.get('pending_jobs'))}",
+        f"executed_today: {printable(figures.get('executed_today'))}",
+        f"consumer lag:   {printable(health.total_lag)}",
+    ]
+    out = "".join(line + "\n" for line in lines)
+    if health.partitions:
+        out += table(
+            ("topic", "partition", "end_offset", "next_offset", "lag"),
+            ((p.topic, p.partition, p.end_offset, p.next_offset, p.lag) for p in health.partitions),
+        )
+    return out
+
+
+# --- the terminal -------------------------------------------------------------------
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _write_json(value: object) -> None:
+    _write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
+
+
+def _write_error(message: str) -> None:
+    sys.stderr.write(f"followup-consumer: {message}\n")
+    sys.stderr.flush()

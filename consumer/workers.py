@@ -22,9 +22,15 @@ RESTART_DELAY_SECONDS = 2.0
 
 
 def supervise(workers: int) -> int:
-    env = {**os.environ, "WORKERS": "1"}
     command = [sys.executable, "-m", "consumer", "run"]
-    procs = {i: subprocess.Popen(command, env=env) for i in range(workers)}
+    base_port = int(os.environ.get("HTTP_PORT", "8080"))
+
+    def env(i: int) -> dict[str, str]:
+        # Each worker serves its own health and metrics: HTTP_PORT, HTTP_PORT+1, ...
+        port = str(base_port + i) if base_port else "0"
+        return {**os.environ, "WORKERS": "1", "HTTP_PORT": port}
+
+    procs = {i: subprocess.Popen(command, env=env(i)) for i in range(workers)}
     stopping = False
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -49,4 +55,4 @@ def supervise(workers: int) -> int:
                 # A crash loses nothing (offsets live with the effects); start again.
                 log.error("worker died; restarting", extra={"worker": i, "exit_code": code})
                 time.sleep(RESTART_DELAY_SECONDS)
-                procs[i] = subprocess.Popen(command, env=env)
+                procs[i] = subprocess.Popen(command, env=env(i))

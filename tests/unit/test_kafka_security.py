@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -16,6 +19,14 @@ from consumer.config import load_settings
 from consumer.kafka_io import client_options
 
 SECRET = "s3cr3t-Pa55word-never-shown"
+
+
+@pytest.fixture(autouse=True)
+def _no_kafka_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test passes counts, not the KAFKA_* of the shell running pytest."""
+    for name in list(os.environ):
+        if name.upper().startswith("KAFKA_"):
+            monkeypatch.delenv(name)
 
 
 def _self_signed(tmp_path: Path, common_name: str) -> tuple[Path, Path, x509.Certificate]:
@@ -180,3 +191,23 @@ def test_password_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.kafka_sasl_password.get_secret_value() == SECRET
     for shown in (repr(settings), str(settings), repr(settings.model_dump())):
         assert SECRET not in shown
+
+
+@pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"])
+async def test_every_client_accepts_the_options(protocol: str) -> None:
+    """aiokafka checks the combination when a client is built (names, mechanism,
+    credentials, an SSLContext); nothing connects here."""
+    options = client_options(
+        load_settings(
+            kafka_security_protocol=protocol,
+            kafka_sasl_mechanism="SCRAM-SHA-256",
+            kafka_sasl_username="followups",
+            kafka_sasl_password=SECRET,
+        )
+    )
+    producer = AIOKafkaProducer(**options)
+    consumer = AIOKafkaConsumer(**options)
+    admin = AIOKafkaAdminClient(**options)
+    await producer.stop()
+    await consumer.stop()
+    await admin.close()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
+from pydantic import SecretStr
 
 from consumer.app import Service
 from consumer.codec import Codec
@@ -564,3 +567,21 @@ def mixed_stream(seed: int, users: int, base: datetime) -> tuple[list[Event], li
         return sorted(events, key=lambda e: e.record["occurred_at"])
 
     return by_time(phase1), by_time(phase2) + late
+
+
+def service_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment that makes `python -m consumer ...` use exactly these settings
+    (plus `extra`); nothing inherited that names a setting leaks in."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
+    env["LOG_LEVEL"] = "WARNING"
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env.update(extra)
+    return env

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +18,7 @@ from consumer.crypto import new_key
 from consumer.kafka_io import ensure_topics
 from consumer.store import create_engine, migrate
 from tests.integration.conftest import REPO
-from tests.integration.helpers import input_topics, new_id, query
+from tests.integration.helpers import input_topics, new_id, query, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -36,30 +35,6 @@ class Ran:
         return json.loads(self.out)
 
 
-def cli_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of the service under `settings`, nothing inherited that matters."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("TOPIC_", "KAFKA_", "FOLLOWUP_", "MAX_PENDING"))
-        and k not in {"DATABASE_URL", "SCHEDULER_TIMEZONE"}
-    }
-    env.update(
-        PYTHONPATH=str(REPO),
-        DATABASE_URL=settings.database_url,
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        KAFKA_GROUP_ID=settings.kafka_group_id,
-        TOPIC_BOOKING_CONFIRMED=settings.topic_booking_confirmed,
-        TOPIC_BOOKING_CANCELLED=settings.topic_booking_cancelled,
-        TOPIC_EMOTION_SCORED=settings.topic_emotion_scored,
-        TOPIC_USER_ACTIVITY=settings.topic_user_activity,
-        TOPIC_FOLLOWUP_DUE=settings.topic_followup_due,
-        TOPIC_DLQ=settings.topic_dlq,
-    )
-    env.update(extra)
-    return env
-
-
 async def cli(settings: Settings, *argv: str, **env: str) -> Ran:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -67,7 +42,7 @@ async def cli(settings: Settings, *argv: str, **env: str) -> Ran:
         "consumer",
         *argv,
         cwd=REPO,
-        env=cli_env(settings, **env),
+        env=service_env(settings, **env),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

@@ -17,7 +17,6 @@ depend on how a run happens to interleave the topics.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -29,7 +28,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from pydantic import SecretStr
 
 from consumer.config import Settings
 from tests.integration.helpers import (
@@ -46,6 +44,7 @@ from tests.integration.helpers import (
     produce_raw,
     read_topic,
     running,
+    service_env,
     snapshot,
     snapshot_diff,
     topic_of,
@@ -61,21 +60,6 @@ GARBAGE: Sequence[tuple[str, bytes]] = (
     ("user_activity", b"[]"),
     ("booking_cancelled", b"\xc3\x01\x00\x00\x00\x00\x00\x00\x00\x00"),
 )
-
-
-def service_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `python -m consumer run` use exactly these settings."""
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
-    env["LOG_LEVEL"] = "WARNING"
-    return env
 
 
 class ServiceProcess:

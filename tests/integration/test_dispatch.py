@@ -4,7 +4,6 @@ a crash, through publish failures; the periodic jobs; replay of old history."""
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,15 @@ from consumer.periodic import PeriodicJobs, build_scheduler
 from consumer.replay import replay
 from consumer.rules import Policy
 from consumer.store import PeriodicQueries, Store, create_engine, migrate, upsert_followups
-from tests.integration.helpers import CODEC, produce, query, read_topic, running, wait_until
+from tests.integration.helpers import (
+    CODEC,
+    produce,
+    query,
+    read_topic,
+    running,
+    service_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -47,27 +54,6 @@ async def seed_followups(settings: Settings, at: datetime, n: int) -> list[str]:
         return [f.id for f in followups]
     finally:
         await engine.dispose()
-
-
-def service_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOPIC_", "KAFKA_", "DATA"))}
-    env.update(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url,
-        KAFKA_GROUP_ID=settings.kafka_group_id,
-        TOPIC_BOOKING_CONFIRMED=settings.topic_booking_confirmed,
-        TOPIC_BOOKING_CANCELLED=settings.topic_booking_cancelled,
-        TOPIC_EMOTION_SCORED=settings.topic_emotion_scored,
-        TOPIC_USER_ACTIVITY=settings.topic_user_activity,
-        TOPIC_FOLLOWUP_DUE=settings.topic_followup_due,
-        TOPIC_DLQ=settings.topic_dlq,
-        TOPIC_PARTITIONS=str(settings.topic_partitions),
-        DISPATCH_POLL_SECONDS="0.2",
-        LOG_LEVEL="WARNING",
-        HTTP_PORT="0",
-        **extra,
-    )
-    return env
 
 
 def start_instance(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:

@@ -43,6 +43,7 @@ from consumer.store import PeriodicQueries, Store, create_engine, migrate
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+DRAIN_SECONDS = 15.0
 
 
 def utc_now() -> datetime:
@@ -159,6 +160,11 @@ class Service:
             await self._until_stopped(tasks)
         finally:
             self.stop.set()
+            if self.http is not None:
+                self.http.should_exit = True
+            # Let the batch in hand commit and the dispatch round finish; a batch cut
+            # short would only be read again, but a clean stop need not do that.
+            await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
             for t in tasks:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -31,6 +31,7 @@ from bench.ingest_throughput import (
     _dsn,
     create_database,
     create_topics,
+    delete_topics,
     drop_database,
     endpoints,
     service_env,
@@ -151,6 +152,7 @@ async def burst(ep: Endpoints, n: int) -> dict[str, float]:
         await conn.close()
     out = await published(ep.bootstrap, names.outputs[0], n)
     await drop_database(ep, names.database)
+    await delete_topics(ep.bootstrap, names.topics)
     stamps = sorted(ts for ts, _ in out)
     publishing = (stamps[-1] - stamps[0]) / 1000 if len(stamps) > 1 else 0.0
     draining = (last - first).total_seconds() if first and last else 0.0
@@ -188,6 +190,7 @@ async def steady(ep: Endpoints, rate: int, seconds: int) -> dict[str, float]:
     finally:
         await conn.close()
     await drop_database(ep, names.database)
+    await delete_topics(ep.bootstrap, names.topics)
     latencies = sorted(
         ts / 1000 - scheduled[fid].timestamp() for ts, fid in out if fid in scheduled
     )

@@ -572,7 +572,11 @@ async def scenario_kills(
     proc = Proc(run.settings, run.log_path)
     at: list[str] = []
     try:
-        for _ in range(kills):
+        for i in range(kills):
+            if i:
+                # Let the restarted process get going (rejoin the group, apply or
+                # send something) first, so each kill lands at a different point.
+                await _until_progress(run.settings, at[-1])
             c = await safe_consumed(run.settings)
             if c is not None and c < inp.total:
                 await asyncio.sleep(rng.uniform(0.3, 2.0))  # mid-ingest
@@ -601,6 +605,19 @@ async def scenario_kills(
         await ref_run.drop()
         return row, None, stream
     return row, ref_run, stream
+
+
+async def _until_progress(s: Settings, last: str, limit_s: float = 30.0) -> None:
+    """Until more records are committed or more follow-ups executed than at `last`."""
+    before_c, _, before_e = last.partition("/")
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        c, e = await safe_consumed(s), await _count(s, "executed")
+        if (c is not None and before_c != "None" and c > int(before_c)) or (
+            e is not None and before_e != "None" and e > int(before_e)
+        ):
+            return
+        await asyncio.sleep(0.2)
 
 
 async def _count(s: Settings, status: str) -> int | None:

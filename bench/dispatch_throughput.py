@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -168,7 +169,16 @@ async def burst(ep: Endpoints, n: int) -> dict[str, float]:
     }
 
 
-async def steady(ep: Endpoints, rate: int, seconds: int) -> dict[str, float]:
+@dataclass
+class SteadyRun:
+    follow_ups: int
+    published: int
+    latencies: list[float]  # seconds, sorted
+    pg_bytes_per_row: float
+
+
+async def steady_run(ep: Endpoints, rate: int, seconds: int) -> SteadyRun:
+    """`rate` follow-ups falling due per second for `seconds`; every firing latency."""
     names, dsn, env = await prepare(ep)
     proc = start_service(env, f"/tmp/{names.prefix}-steady.log")
     try:
@@ -187,6 +197,7 @@ async def steady(ep: Endpoints, rate: int, seconds: int) -> dict[str, float]:
             r["id"]: r["scheduled_at"]
             for r in await conn.fetch("SELECT id, scheduled_at FROM scheduled_followups")
         }
+        table_bytes = await conn.fetchval("SELECT pg_total_relation_size('scheduled_followups')")
     finally:
         await conn.close()
     await drop_database(ep, names.database)
@@ -194,13 +205,18 @@ async def steady(ep: Endpoints, rate: int, seconds: int) -> dict[str, float]:
     latencies = sorted(
         ts / 1000 - scheduled[fid].timestamp() for ts, fid in out if fid in scheduled
     )
-    q = statistics.quantiles(latencies, n=100)
+    return SteadyRun(len(times), len(out), latencies, table_bytes / max(len(scheduled), 1))
+
+
+async def steady(ep: Endpoints, rate: int, seconds: int) -> dict[str, float]:
+    run = await steady_run(ep, rate, seconds)
+    q = statistics.quantiles(run.latencies, n=100)
     return {
-        "follow-ups": len(times),
-        "published": len(out),
+        "follow-ups": run.follow_ups,
+        "published": run.published,
         "latency p50 (s)": q[49],
         "latency p99 (s)": q[98],
-        "latency max (s)": latencies[-1],
+        "latency max (s)": run.latencies[-1],
     }
 
 

@@ -30,14 +30,14 @@ import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from bench import baseline
-from bench.dispatch_throughput import burst, prepare, published, seed, start_service, stop_service
+from bench.dispatch_throughput import SteadyRun, burst, steady_run
 from bench.ingest_throughput import (
     REPO,
     Endpoints,
@@ -170,40 +170,14 @@ class Steady:
     latencies: list[float]  # seconds, sorted
     pg_bytes_per_row: float
 
+    @classmethod
+    def of(cls, run: SteadyRun) -> Steady:
+        return cls(run.follow_ups, run.published, run.latencies, run.pg_bytes_per_row)
+
     def pct(self, p: float) -> float:
         if len(self.latencies) < 2:
             return self.latencies[0] if self.latencies else float("nan")
         return statistics.quantiles(self.latencies, n=1000)[round(p * 10) - 1]
-
-
-async def steady_raw(ep: Endpoints, rate: int, seconds: int) -> Steady:
-    """As `bench.dispatch_throughput.steady`, keeping every latency."""
-    names, dsn, env = await prepare(ep)
-    proc = start_service(env, f"/tmp/{names.prefix}-steady.log")
-    try:
-        await asyncio.sleep(6)  # started and idle
-        t0 = datetime.now(UTC) + timedelta(seconds=2)
-        times = [t0 + timedelta(seconds=i / rate) for i in range(rate * seconds)]
-        await seed(dsn, times)
-        await asyncio.sleep((times[-1] - datetime.now(UTC)).total_seconds() + 5)
-    finally:
-        stop_service(proc)
-    out = await published(ep.bootstrap, names.outputs[0], len(times))
-    conn = await asyncpg.connect(dsn)
-    try:
-        scheduled = {
-            r["id"]: r["scheduled_at"]
-            for r in await conn.fetch("SELECT id, scheduled_at FROM scheduled_followups")
-        }
-        table_bytes = await conn.fetchval("SELECT pg_total_relation_size('scheduled_followups')")
-    finally:
-        await conn.close()
-    await drop_database(ep, names.database)
-    await delete_topics(ep.bootstrap, names.topics)
-    latencies = sorted(
-        ts / 1000 - scheduled[fid].timestamp() for ts, fid in out if fid in scheduled
-    )
-    return Steady(len(times), len(out), latencies, table_bytes / max(len(scheduled), 1))
 
 
 # --- charts --------------------------------------------------------------------------
@@ -460,7 +434,7 @@ async def main_async(args: argparse.Namespace) -> None:
     burst_fig = await burst(ep, args.burst)
     print(f"  {burst_fig['publications per second']:,.0f} publications/s", flush=True)
     print(f"dispatch steady {args.rate:,}/s for {args.seconds} s ...", flush=True)
-    steady = await steady_raw(ep, args.rate, args.seconds)
+    steady = Steady.of(await steady_run(ep, args.rate, args.seconds))
     print(
         f"  p50 {steady.pct(50) * 1000:,.0f} ms, p99 {steady.pct(99) * 1000:,.0f} ms, "
         f"max {steady.latencies[-1] * 1000:,.0f} ms",

@@ -482,7 +482,7 @@ class Store:
                     "  ORDER BY due_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
                     "UPDATE scheduled_followups AS f SET lease_owner = :owner, "
                     "lease_until = :until FROM due WHERE f.id = due.id "
-                    f"RETURNING {', '.join('f.' + c.strip() for c in _RETURNING)}"
+                    f"RETURNING {', '.join('f.' + c.strip() for c in FOLLOWUP_COLUMNS.split(','))}"
                 ),
                 {"now": now, "limit": limit, "owner": owner, "until": now + lease},
             )
@@ -607,20 +607,6 @@ class Store:
             )
             value: datetime | None = result.scalar()
             return value
-
-
-_RETURNING = (
-    "id",
-    "user_id",
-    "conversation_id",
-    "trigger_type",
-    "scheduled_at",
-    "status",
-    "trigger_data::text AS trigger_data",
-    "cancelled_at",
-    "lease_until",
-    "retry_count",
-)
 
 
 # --- periodic work ---------------------------------------------------------------------

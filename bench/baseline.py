@@ -4,9 +4,9 @@
 
 (a) Ingest, one database transaction per event: for each event BEGIN; create
 and lock (SELECT ... FOR UPDATE) the user's, booking's and conversation's rows
-and the user's pending follow-ups; run `consumer.rules.decide` on a WorkingSet
+and the user's pending follow-ups; run `consumer.domain.rules.decide` on a WorkingSet
 holding only those rows; write every changed row back with its own statement
-(one round trip per row); COMMIT. The project's own SQL (`consumer.store`) is
+(one round trip per row); COMMIT. The project's own SQL (`consumer.adapters.postgres.store`) is
 used, so the difference to the service is the transaction and round-trip
 granularity, not the statements. Kafka is left out (events are decoded
 in-process beforehand), which flatters the baseline.
@@ -38,18 +38,25 @@ from bench.ingest_throughput import (
     endpoints,
     generate,
 )
-from consumer.codec import Codec
-from consumer.events import (
+from consumer.adapters.codec import Codec
+from consumer.adapters.postgres.store import (
+    PostgresStore,
+    create_engine,
+    migrate,
+    upsert_followups,
+)
+from consumer.adapters.wire import BadInput, parse_event
+from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     EmotionScored,
     EventKind,
     InputEvent,
 )
-from consumer.rules import Policy, decide
-from consumer.store import BatchKeys, Store, create_engine, migrate, upsert_followups
-from consumer.wire import BadInput, parse_event
-from consumer.working_set import WorkingSet
+from consumer.domain.policy import Policy
+from consumer.domain.rules import decide
+from consumer.domain.working_set import WorkingSet
+from consumer.service.ports import BatchKeys
 
 
 @dataclass
@@ -123,12 +130,12 @@ async def ingest_baseline(
     engine = create_engine(ep.database(names.database), pool_size=1)
     try:
         await migrate(engine)
-        store = Store(engine, names.service_group)
+        store = PostgresStore(engine, names.service_group)
         written = 0
         started = time.perf_counter()
         for event in events:
             now = datetime.now(UTC)
-            async with store.ingest_transaction() as tx:
+            async with store.transaction() as tx:
                 ws = await tx.lock_and_load(_keys(event), now)
                 ws.apply(decide(ws, event, policy, now))
                 written += await _write_row_by_row(tx, ws)

@@ -37,7 +37,7 @@ from bench.ingest_throughput import (
     endpoints,
     service_env,
 )
-from consumer.store import create_engine, migrate
+from consumer.adapters.postgres.store import create_engine, migrate
 
 COLUMNS = (
     "id",
@@ -81,7 +81,7 @@ async def count_executed(conn: asyncpg.Connection) -> int:
 
 async def published(bootstrap: str, topic: str, expected: int) -> list[tuple[int, str]]:
     """(publish time ms, follow-up id) of every record of the output topic."""
-    from consumer.codec import Codec
+    from consumer.adapters.codec import Codec
 
     codec = Codec.load()
     consumer = AIOKafkaConsumer(

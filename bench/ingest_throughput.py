@@ -53,11 +53,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from consumer.codec import Codec
+from consumer.adapters.codec import Codec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -897,8 +897,8 @@ def _git_state() -> str:
 
 def _decoder(names: Names) -> Callable[[Sequence[Any]], object]:
     """The service's own decode step (codec + validation), without any database work."""
-    from consumer.events import EventKind
-    from consumer.wire import BadInput, parse_event
+    from consumer.adapters.wire import BadInput, parse_event
+    from consumer.domain.events import EventKind
 
     codec = Codec.load()
     kinds = {

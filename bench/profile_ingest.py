@@ -40,7 +40,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-import consumer.ingest as ingest_module
+import consumer.service.ingest as ingest_module
 from bench.ingest_throughput import (
     FETCH_OPTIONS,
     Endpoints,
@@ -53,14 +53,20 @@ from bench.ingest_throughput import (
     generate,
     produce,
 )
-from consumer.app import utc_now
-from consumer.codec import Codec
+from consumer.adapters.codec import Codec
+from consumer.adapters.postgres.store import (
+    PostgresStore,
+    PostgresUnitOfWork,
+    create_engine,
+    migrate,
+)
+from consumer.adapters.wire import WireDecoder
+from consumer.bootstrap import policy_from_settings
 from consumer.config import load_settings
-from consumer.ingest import Ingestor
-from consumer.kafka_io import DeadLetter, InRecord
-from consumer.rules import Policy
-from consumer.store import IngestTransaction, Store, create_engine, migrate
-from consumer.working_set import WorkingSet
+from consumer.domain.working_set import WorkingSet
+from consumer.entrypoints.runner import utc_now
+from consumer.service.ingest import Ingestor
+from consumer.service.ports import DeadLetter, InRecord
 
 
 class _NoDeadLetters:
@@ -116,27 +122,27 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(Ingestor, "decode", timed_decode)
 
-    lock_and_load = IngestTransaction.lock_and_load
+    lock_and_load = PostgresUnitOfWork.lock_and_load
 
-    async def timed_lock_and_load(self: IngestTransaction, *args: Any, **kw: Any) -> Any:
+    async def timed_lock_and_load(self: PostgresUnitOfWork, *args: Any, **kw: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return await lock_and_load(self, *args, **kw)
         finally:
             t.phases["lock_and_load (SQL + rows to objects)"] += time.perf_counter() - t0
 
-    patch(IngestTransaction, "lock_and_load", timed_lock_and_load)
+    patch(PostgresUnitOfWork, "lock_and_load", timed_lock_and_load)
 
-    save = IngestTransaction.save
+    save = PostgresUnitOfWork.save
 
-    async def timed_save(self: IngestTransaction, *args: Any, **kw: Any) -> Any:
+    async def timed_save(self: PostgresUnitOfWork, *args: Any, **kw: Any) -> Any:
         t0 = time.perf_counter()
         try:
             return await save(self, *args, **kw)
         finally:
             t.phases["save (objects to arrays + SQL)"] += time.perf_counter() - t0
 
-    patch(IngestTransaction, "save", timed_save)
+    patch(PostgresUnitOfWork, "save", timed_save)
 
     decide = getattr(ingest_module, "decide")  # noqa: B009 (not re-exported)
 
@@ -160,10 +166,10 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(WorkingSet, "apply", timed_apply)
 
-    transaction = Store.ingest_transaction
+    transaction = PostgresStore.transaction
 
     @contextlib.asynccontextmanager
-    async def timed_transaction(self: Store) -> AsyncIterator[IngestTransaction]:
+    async def timed_transaction(self: PostgresStore) -> AsyncIterator[PostgresUnitOfWork]:
         t0 = time.perf_counter()
         cm = transaction(self)
         tx = await cm.__aenter__()
@@ -178,7 +184,7 @@ def instrument(t: Timings) -> Callable[[], None]:
             await cm.__aexit__(None, None, None)
             t.phases["commit"] += time.perf_counter() - t1
 
-    patch(Store, "ingest_transaction", timed_transaction)
+    patch(PostgresStore, "transaction", timed_transaction)
 
     execute = AsyncConnection.execute
 
@@ -261,9 +267,9 @@ async def replay(
         await migrate(engine)
         dead = _NoDeadLetters()
         ingestor = Ingestor(
-            Store(engine, group),
-            Codec.load(),
-            Policy.from_settings(settings),
+            PostgresStore(engine, group),
+            WireDecoder(Codec.load()),
+            policy_from_settings(settings),
             settings.input_topics,
             dead,
             utc_now,

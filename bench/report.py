@@ -54,7 +54,7 @@ from bench.ingest_throughput import (
     produce,
     run_service,
 )
-from consumer.codec import Codec
+from consumer.adapters.codec import Codec
 
 DOCS = REPO / "docs"
 PARTITIONS = 6
@@ -407,7 +407,7 @@ the figures as indicative, compare runs made back to back.
   `scheduled_at`.
 - **Baseline** (`bench/baseline.py`): the old design measured in the same run.
   Ingest applies {base.events:,} events of the same kind of stream one
-  transaction per event (lock and load the event's rows, `consumer.rules.decide`,
+  transaction per event (lock and load the event's rows, `consumer.domain.rules.decide`,
   every changed row written with its own statement, commit), single connection,
   events decoded beforehand (no Kafka: this flatters the baseline). Timers: the
   memory of {mem.timers:,} `loop.call_at` timers (and APScheduler 3 DateTrigger

@@ -32,7 +32,7 @@ class Services:
 
 def _docker_answers() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         docker.from_env(timeout=3).ping()
         return True

@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
 from pydantic import SecretStr
 
-from consumer.app import Service
-from consumer.codec import Codec
+from consumer.adapters.codec import Codec
+from consumer.adapters.kafka import ensure_topics
 from consumer.config import Settings
-from consumer.kafka_io import ensure_topics
+from consumer.entrypoints.runner import Service
 
 CODEC = Codec.load()
 T = TypeVar("T")

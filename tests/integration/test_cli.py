@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from consumer.adapters.crypto import new_key
+from consumer.adapters.kafka import ensure_topics
+from consumer.adapters.postgres.store import create_engine, migrate
 from consumer.config import Settings
-from consumer.crypto import new_key
-from consumer.kafka_io import ensure_topics
-from consumer.store import create_engine, migrate
 from tests.integration.conftest import REPO
 from tests.integration.helpers import input_topics, new_id, query, service_env
 

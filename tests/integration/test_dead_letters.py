@@ -16,9 +16,9 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from consumer.codec import AVRO_MAGIC
+from consumer.adapters.codec import AVRO_MAGIC
+from consumer.adapters.postgres.store import PostgresStore
 from consumer.config import Settings
-from consumer.store import Store
 from tests.integration.helpers import (
     CODEC,
     Event,
@@ -371,16 +371,16 @@ async def test_lone_surrogate_in_json_string_is_dead_lettered_not_fatal(
 async def test_no_record_is_processed_twice_when_reading_saved_offsets_is_slow(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = Store.load_offsets
+    original = PostgresStore.load_offsets
 
     async def slow_load_offsets(
-        self: Store, partitions: Iterable[tuple[str, int]]
+        self: PostgresStore, partitions: Iterable[tuple[str, int]]
     ) -> dict[tuple[str, int], int]:
         saved = await original(self, partitions)
         await asyncio.sleep(1.0)  # the answer takes a while to arrive, as under load
         return saved
 
-    monkeypatch.setattr(Store, "load_offsets", slow_load_offsets)
+    monkeypatch.setattr(PostgresStore, "load_offsets", slow_load_offsets)
     bad = [
         (settings.topic_user_activity, f"k{i}".encode(), f"not json {i}".encode()) for i in range(3)
     ]

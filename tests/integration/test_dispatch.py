@@ -14,12 +14,18 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from consumer.adapters.postgres.store import (
+    PostgresStore,
+    create_engine,
+    migrate,
+    upsert_followups,
+)
+from consumer.bootstrap import policy_from_settings
 from consumer.config import Settings
-from consumer.model import Followup, TriggerType, reengagement_id
-from consumer.periodic import PeriodicJobs, build_scheduler
-from consumer.replay import replay
-from consumer.rules import Policy
-from consumer.store import PeriodicQueries, Store, create_engine, migrate, upsert_followups
+from consumer.domain.model import Followup, TriggerType, reengagement_id
+from consumer.entrypoints.replay import replay
+from consumer.entrypoints.scheduler import build_scheduler
+from consumer.service.periodic import PeriodicJobs
 from tests.integration.helpers import (
     CODEC,
     produce,
@@ -115,7 +121,9 @@ async def test_claim_abandoned_by_a_dead_instance_is_published_after_the_lease(
     engine = create_engine(settings.database_url)
     try:
         # What a process leaves behind when it dies between claim and publish.
-        claimed = await Store(engine, "x").claim_due("dead-instance", now, timedelta(seconds=3), 10)
+        claimed = await PostgresStore(engine, "x").claim_due(
+            "dead-instance", now, timedelta(seconds=3), 10
+        )
     finally:
         await engine.dispose()
     assert [c.followup.id for c in claimed] == [fid]
@@ -173,13 +181,12 @@ async def test_publish_failures_are_retried_then_marked_failed(settings: Setting
 async def test_daily_sweep_and_retention_under_a_controlled_clock(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     await migrate(engine)
-    store = Store(engine, settings.kafka_group_id)
-    policy = Policy.from_settings(settings)
+    store = PostgresStore(engine, settings.kafka_group_id)
+    policy = policy_from_settings(settings)
     # 08:59 UTC on a day two months after the users' last activity.
     clock_now = datetime(2026, 5, 4, 8, 59, tzinfo=UTC)
     jobs = PeriodicJobs(
         store,
-        PeriodicQueries(engine, settings.kafka_group_id),
         policy,
         timedelta(days=settings.retention_days),
         lambda: clock_now,

@@ -12,13 +12,14 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from consumer.admin import Operations
+from consumer.adapters.crypto import MessageCipher, new_key
+from consumer.adapters.metrics import Metrics
+from consumer.adapters.postgres.store import PostgresStore, create_engine, migrate
 from consumer.config import Settings
-from consumer.crypto import MessageCipher, new_key
-from consumer.http_api import HttpContext, create_app
-from consumer.metrics import Metrics
-from consumer.rules import Policy
-from consumer.store import Store, create_engine, migrate
+from consumer.domain.policy import Policy
+from consumer.entrypoints.http_api import HttpContext, create_app
+from consumer.service.health import HealthReport
+from consumer.service.operations import Operations
 from tests.integration.helpers import (
     activity,
     confirmed,
@@ -79,10 +80,12 @@ def metric(text: str, name: str, **labels: str) -> float:
 async def test_admin_endpoints_are_disabled_without_a_token(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     await migrate(engine)
-    ops = Operations(Store(engine, "g"), Policy(), MessageCipher(None), lambda: datetime.now(UTC))
+    ops = Operations(
+        PostgresStore(engine, "g"), Policy(), MessageCipher(None), lambda: datetime.now(UTC)
+    )
 
-    async def health() -> dict[str, Any]:
-        return {"status": "healthy"}
+    async def health() -> HealthReport:
+        return HealthReport("g", None, None, {"pending_jobs": 0, "executed_today": 0})
 
     app = create_app(HttpContext(ops, Metrics(), health, admin_token=None))
     try:
@@ -257,7 +260,8 @@ async def test_health_metrics_and_encryption_while_events_flow(settings: Setting
         assert h["status"] == "healthy"
         assert h["scheduler_running"] is True
         assert h["apscheduler_jobs"] == 2
-        assert h["database"] == {"reachable": True}
+        assert h["database"] == {"reachable": True, "error": None}
+        assert h["kafka"]["reachable"] is True
         assert {"pending_jobs", "executed_today"} <= h.keys()
         topic = settings.topic_booking_confirmed
         before = (await c.get("/metrics")).text

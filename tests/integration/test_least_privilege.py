@@ -1,4 +1,4 @@
-"""The service's database role (consumer/sql/least_privilege.sql): data access to
+"""The service's database role (consumer/adapters/postgres/sql/least_privilege.sql): data access to
 the service's five tables, nothing else, and enough for the real ingest, dispatch
 and periodic SQL."""
 
@@ -18,13 +18,14 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from consumer.adapters.postgres.store import PostgresStore, create_engine, migrate
+from consumer.adapters.wire import WireDecoder
 from consumer.config import Settings
-from consumer.dispatch import Dispatcher, DueMessage, RetryPolicy
-from consumer.ingest import Ingestor
-from consumer.kafka_io import DeadLetter
-from consumer.model import Status, TriggerType
-from consumer.rules import Policy
-from consumer.store import PeriodicQueries, Store, create_engine, migrate
+from consumer.domain.model import Status, TriggerType
+from consumer.domain.policy import Policy, RetryPolicy
+from consumer.service.dispatch import Dispatcher
+from consumer.service.ingest import Ingestor
+from consumer.service.ports import DeadLetter, DueMessage
 from tests.integration.helpers import (
     CODEC,
     activity,
@@ -40,7 +41,14 @@ from tests.integration.helpers import (
 
 pytestmark = pytest.mark.integration
 
-SCRIPT = Path(__file__).resolve().parents[2] / "consumer" / "sql" / "least_privilege.sql"
+SCRIPT = (
+    Path(__file__).resolve().parents[2]
+    / "consumer"
+    / "adapters"
+    / "postgres"
+    / "sql"
+    / "least_privilege.sql"
+)
 TABLES = frozenset(
     {
         "scheduled_followups",
@@ -301,9 +309,9 @@ async def test_ingest_dispatch_and_periodic_sql_work_under_the_role(app_role: Ap
 
     engine = create_engine(app_role.url.render_as_string(hide_password=False))
     try:
-        store = Store(engine, "lp-group")
+        store = PostgresStore(engine, "lp-group")
         dead = _DeadLetters()
-        ingestor = Ingestor(store, CODEC, Policy(), topics, dead, clock=lambda: now)
+        ingestor = Ingestor(store, WireDecoder(CODEC), Policy(), topics, dead, clock=lambda: now)
         outcome = await ingestor.process(records)
         assert sum(outcome.applied.values()) == len(events)
         assert len(dead.sent) == 1
@@ -323,7 +331,7 @@ async def test_ingest_dispatch_and_periodic_sql_work_under_the_role(app_role: Ap
         assert [m.record["trigger_type"] for m in publisher.sent] == ["post_event"]
         assert await store.next_due_at(now) is None
 
-        periodic = PeriodicQueries(engine, "lp-group")
+        periodic = store
         async with periodic.exclusive("reengagement-sweep") as got:
             assert got
             idle = await periodic.inactive_without_reengagement(now - timedelta(days=30), "", 100)

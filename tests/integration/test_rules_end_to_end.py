@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import pytest
 
-from consumer.app import Service
 from consumer.config import Settings
-from consumer.model import followup_id, reengagement_id
+from consumer.domain.model import followup_id, reengagement_id
+from consumer.entrypoints.runner import Service
 from tests.integration.helpers import (
     CODEC,
     Event,

@@ -1,4 +1,4 @@
-"""consumer.cli argument parsing and validation, consumer.cli_ops formatting: no services."""
+"""CLI argument parsing and validation (entrypoints.cli), formatting (cli_ops): no services."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from consumer import cli, cli_ops
-from consumer.admin import FollowupView
+from consumer.entrypoints import cli, cli_ops
+from consumer.service.health import HealthReport, lag_of
+from consumer.service.operations import FollowupView
 
 T0 = datetime(2026, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -103,7 +104,7 @@ def test_limit_out_of_range_rejected(capsys: pytest.CaptureFixture[str], limit: 
 
 def test_user_id_too_long_rejected(capsys: pytest.CaptureFixture[str]) -> None:
     parse("followups", "list", "--user", "u" * 255)
-    assert "longer than 255" in rejected(capsys, "followups", "list", "--user", "u" * 256)
+    assert "at most 255 characters" in rejected(capsys, "followups", "list", "--user", "u" * 256)
 
 
 # --- show / cancel -----------------------------------------------------------------
@@ -114,7 +115,7 @@ def test_show_and_cancel_take_an_id(capsys: pytest.CaptureFixture[str]) -> None:
     args = parse("followups", "cancel", "f-1", "--json")
     assert (args.action, args.id, args.json) == ("cancel", "f-1", True)
     rejected(capsys, "followups", "cancel")
-    assert "longer than 255" in rejected(capsys, "followups", "show", "x" * 256)
+    assert "at most 255 characters" in rejected(capsys, "followups", "show", "x" * 256)
     assert "must not be empty" in rejected(capsys, "followups", "show", "")
     assert "NUL" in rejected(capsys, "followups", "cancel", "a\x00b")
     # Bytes that are not UTF-8 reach argv as lone surrogates.
@@ -151,7 +152,7 @@ def test_schedule_garbage_time_rejected(capsys: pytest.CaptureFixture[str]) -> N
         ("   ", "must not be empty"),
         ("a\x00b", "NUL"),
         ("caf\udce9", "not valid UTF-8"),
-        ("x" * 4001, "longer than 4000"),
+        ("x" * 4001, "at most 4000 characters"),
     ],
 )
 def test_schedule_bad_message_rejected(
@@ -262,19 +263,19 @@ def test_counts_table() -> None:
 
 def test_lag_from_end_and_stored_offsets() -> None:
     ends = {("t", 1): 10, ("t", 0): 7, ("u", 0): 0}
-    lags = cli_ops.lag_of(ends, {("t", 0): 7, ("t", 1): 4})
+    lags = lag_of(ends, {("t", 0): 7, ("t", 1): 4})
     assert [(p.topic, p.partition, p.end_offset, p.next_offset, p.lag) for p in lags] == [
         ("t", 0, 7, 7, 0),
         ("t", 1, 10, 4, 6),
         ("u", 0, 0, 0, 0),  # nothing stored: lag = end offset
     ]
-    assert [p.lag for p in cli_ops.lag_of({("t", 0): 5}, {})] == [5]
-    assert [p.lag for p in cli_ops.lag_of({("t", 0): 5}, None)] == [None]
+    assert [p.lag for p in lag_of({("t", 0): 5}, {})] == [5]
+    assert [p.lag for p in lag_of({("t", 0): 5}, None)] == [None]
 
 
 def test_health_json_and_text() -> None:
-    healthy = cli_ops.Health(
-        "g", None, None, {"pending_jobs": 2, "executed_today": 1}, cli_ops.lag_of({("t", 0): 5}, {})
+    healthy = HealthReport(
+        "g", None, None, {"pending_jobs": 2, "executed_today": 1}, lag_of({("t", 0): 5}, {})
     )
     doc = healthy.as_json()
     assert doc["status"] == "healthy"
@@ -284,9 +285,7 @@ def test_health_json_and_text() -> None:
     assert doc["consumer"]["total_lag"] == 5
     assert doc["database"] == {"reachable": True, "error": None}
 
-    down = cli_ops.Health(
-        "g", None, "no answer within 5 s", {"pending_jobs": 0, "executed_today": 0}
-    )
+    down = HealthReport("g", None, "no answer within 5 s", {"pending_jobs": 0, "executed_today": 0})
     assert not down.healthy
     assert down.as_json()["status"] == "unhealthy"
     assert down.as_json()["consumer"]["total_lag"] is None
@@ -294,7 +293,7 @@ def test_health_json_and_text() -> None:
 
 
 def test_schedule_help_states_the_message_limit(capsys: pytest.CaptureFixture[str]) -> None:
-    from consumer.admin import MESSAGE_MAX_CHARS
+    from consumer.domain.limits import MESSAGE_MAX_CHARS
 
     with pytest.raises(SystemExit) as exc:
         parse("followups", "schedule", "--help")

@@ -1,4 +1,4 @@
-"""consumer.codec: round trips, schema evolution, fingerprints and malformed input."""
+"""consumer.adapters.codec: round trips, schema evolution, fingerprints and malformed input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from consumer.codec import (
+from consumer.adapters.codec import (
     AVRO_CONTENT_TYPE,
     AVRO_MAGIC,
     JSON_CONTENT_TYPE,

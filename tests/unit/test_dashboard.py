@@ -2,7 +2,7 @@
 
 Every PromQL expression of the Grafana dashboard and of the Prometheus alert rules
 is reduced to the metric names it selects, and each must be a series name of
-`consumer.metrics.Metrics` as prometheus_client exposes it (counters with `_total`
+`consumer.adapters.metrics.Metrics` as prometheus_client exposes it (counters with `_total`
 and `_created`, histograms with `_bucket`, `_sum`, `_count`, `_created`), or one
 of the few series Prometheus and the blackbox exporter add themselves.
 """
@@ -20,7 +20,7 @@ from prometheus_client import Counter, Gauge, Histogram, Summary
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumer.metrics import Metrics
+from consumer.adapters.metrics import Metrics
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "followup-consumer.json"

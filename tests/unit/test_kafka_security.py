@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from consumer.adapters.kafka import client_options
 from consumer.config import load_settings
-from consumer.kafka_io import client_options
 
 SECRET = "s3cr3t-Pa55word-never-shown"
 

@@ -1,4 +1,4 @@
-"""consumer.rules, with consumer.working_set.WorkingSet as the state it reads.
+"""consumer.domain.rules, with consumer.domain.working_set.WorkingSet as the state it reads.
 
 Every rule of CONTRACT.md ("What the consumer does with them") and the design
 notes: deterministic ids, event time for scheduling, `now` only for lateness.
@@ -14,14 +14,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from consumer.events import (
+from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     EmotionScored,
     InputEvent,
     UserActivity,
 )
-from consumer.model import (
+from consumer.domain.model import (
     Change,
     Followup,
     Refused,
@@ -32,8 +32,9 @@ from consumer.model import (
     followup_id,
     reengagement_id,
 )
-from consumer.rules import Policy, decide, emotion_band, reengagement_due, status_for
-from consumer.working_set import WorkingSet
+from consumer.domain.policy import Policy
+from consumer.domain.rules import decide, emotion_band, reengagement_due, status_for
+from consumer.domain.working_set import WorkingSet
 
 NY = ZoneInfo("America/New_York")
 # A Monday, 08:00 UTC: activity then makes a re-engagement due at 09:00 UTC 30 days later.
@@ -142,7 +143,7 @@ def fresh(*events: InputEvent, now: datetime = NOW, policy: Policy = POLICY) -> 
     return ws
 
 
-def snapshot(ws: WorkingSet) -> tuple[dict[str, Any], ...]:
+def snapshot(ws: WorkingSet) -> tuple[dict[Any, Any], ...]:
     return (
         dict(ws.users),
         dict(ws.bookings),
@@ -675,7 +676,11 @@ def test_each_activity_kind_records_last_activity(event: InputEvent) -> None:
     assert ws.users["u1"].last_activity_at == T0 + H
 
 
-ACTIVITY_MIX = [activity(T0 + H), confirmed(at=T0 + 3 * H), scored(0.5, "m1", at=T0 + 2 * H)]
+ACTIVITY_MIX: list[InputEvent] = [
+    activity(T0 + H),
+    confirmed(at=T0 + 3 * H),
+    scored(0.5, "m1", at=T0 + 2 * H),
+]
 
 
 @pytest.mark.parametrize("order", list(permutations(range(3))), ids=str)
@@ -1139,6 +1144,6 @@ def test_replaying_a_refused_event_does_not_count_it_again() -> None:
 def test_followup_ids_are_rfc4122_uuid5_of_the_causes(parts: tuple[str, ...]) -> None:
     import uuid
 
-    from consumer.model import _ID_NAMESPACE
+    from consumer.domain.model import _ID_NAMESPACE
 
     assert followup_id(*parts) == str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(parts)))

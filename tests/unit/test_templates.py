@@ -1,4 +1,4 @@
-"""consumer.templates: which template a follow-up gets when it fires, and rendering."""
+"""consumer.domain.templates: which template a follow-up gets when it fires, and rendering."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from consumer.model import Followup, Score, TriggerType
-from consumer.templates import (
+from consumer.domain.model import Followup, Score, TriggerType
+from consumer.domain.templates import (
     TEMPLATES,
     VARIABLES,
     FiringContext,

@@ -1,4 +1,4 @@
-"""consumer.wire: bytes to domain events, and every contract rule as BadInput."""
+"""consumer.adapters.wire: bytes to domain events, and every contract rule as BadInput."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
-from consumer.codec import AVRO_MAGIC, Codec
-from consumer.events import (
+from consumer.adapters.codec import AVRO_MAGIC, Codec
+from consumer.adapters.wire import BadInput, event_from_record, parse_event
+from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     EmotionScored,
     EventKind,
     UserActivity,
 )
-from consumer.wire import BadInput, event_from_record, parse_event
 
 SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
 T0 = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)

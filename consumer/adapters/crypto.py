@@ -22,10 +22,6 @@ class MessageCipher:
     def __init__(self, key: str | None) -> None:
         self._fernet = Fernet(key.encode()) if key else None
 
-    @property
-    def enabled(self) -> bool:
-        return self._fernet is not None
-
     def seal(self, text: str) -> str:
         if self._fernet is None:
             return text

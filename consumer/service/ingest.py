@@ -8,70 +8,49 @@ the batch is read again from the saved offsets.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Protocol
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol, assert_never
 
-from sqlalchemy.exc import DBAPIError
-
-from consumer.codec import Codec
-from consumer.events import (
+from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     EmotionScored,
     EventKind,
     InputEvent,
+    UserActivity,
 )
-from consumer.kafka_io import DeadLetter, InRecord
-from consumer.model import Followup, Status, TriggerType
-from consumer.rules import Policy, decide
-from consumer.store import BatchKeys, Store
-from consumer.wire import BadInput, parse_event
+from consumer.domain.model import Followup, Status
+from consumer.domain.policy import Backoff, Policy
+from consumer.domain.rules import decide
+from consumer.service.ports import (
+    BadValue,
+    BatchKeys,
+    BatchOutcome,
+    Conflict,
+    DeadLetter,
+    DeadLetterSink,
+    IngestStore,
+    InRecord,
+    Partition,
+    ValueRefused,
+)
+from consumer.service.retry import retrying
 
 log = logging.getLogger(__name__)
 
-# Deadlock and serialization failures: the batch is simply run again.
-_RETRYABLE_SQLSTATES = {"40P01", "40001"}
-# Data exceptions and integrity violations: a value, not the database, is at fault.
-_DATA_ERRORS = ("22", "23")
+# A batch that conflicted with another instance's is simply run again, soon.
+_CONFLICT_BACKOFF = Backoff(first=timedelta(milliseconds=50), cap=timedelta(seconds=1))
+_CONFLICT_ATTEMPTS = 5
 
 
-def _sqlstate(exc: DBAPIError) -> str:
-    return str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None) or "")
+class EventDecoder(Protocol):
+    """Bytes of one topic's value to a domain event (the codec and wire adapters)."""
 
-
-class DeadLetterSink(Protocol):
-    async def send(self, dead: Sequence[DeadLetter]) -> None: ...
-
-
-@dataclass
-class BatchOutcome:
-    applied: Counter[str] = field(default_factory=Counter)  # by topic
-    dead: Counter[tuple[str, str]] = field(default_factory=Counter)  # (topic, error type)
-    refused: Counter[TriggerType] = field(default_factory=Counter)
-    scheduled: Counter[TriggerType] = field(default_factory=Counter)
-    cancelled: Counter[TriggerType] = field(default_factory=Counter)
-    expired: Counter[TriggerType] = field(default_factory=Counter)
-    earliest_due: datetime | None = None
-    seconds: float = 0.0
-
-    def add(self, other: BatchOutcome) -> None:
-        self.applied.update(other.applied)
-        self.dead.update(other.dead)
-        for mine, theirs in (
-            (self.refused, other.refused),
-            (self.scheduled, other.scheduled),
-            (self.cancelled, other.cancelled),
-            (self.expired, other.expired),
-        ):
-            mine.update(theirs)
-        if other.earliest_due and (not self.earliest_due or other.earliest_due < self.earliest_due):
-            self.earliest_due = other.earliest_due
+    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,30 +63,30 @@ class Decoded:
 class PreparedBatch:
     decoded: list[Decoded]
     dead: list[DeadLetter]
-    offsets: dict[tuple[str, int], int]
+    offsets: dict[Partition, int]
     dead_letters_sent: bool = False
 
-    def skip_applied(self, saved: Mapping[tuple[str, int], int]) -> None:
+    def skip_applied(self, saved: Mapping[Partition, int]) -> None:
         self.decoded = [d for d in self.decoded if not _applied(d.record, saved)]
         self.dead = [d for d in self.dead if not _applied(d.record, saved)]
 
 
-def _applied(record: InRecord, saved: Mapping[tuple[str, int], int]) -> bool:
+def _applied(record: InRecord, saved: Mapping[Partition, int]) -> bool:
     return record.offset < saved.get((record.topic, record.partition), 0)
 
 
 class Ingestor:
     def __init__(
         self,
-        store: Store,
-        codec: Codec,
+        store: IngestStore,
+        decoder: EventDecoder,
         policy: Policy,
         topic_kinds: Mapping[str, str],
         dead_letters: DeadLetterSink,
         clock: Callable[[], datetime],
     ) -> None:
         self.store = store
-        self.codec = codec
+        self.decoder = decoder
         self.policy = policy
         self.topic_kinds = {t: EventKind(k) for t, k in topic_kinds.items()}
         self.dead_letters = dead_letters
@@ -118,8 +97,8 @@ class Ingestor:
         dead: list[DeadLetter] = []
         for record in records:
             try:
-                event = parse_event(self.topic_kinds[record.topic], record.value, self.codec)
-            except BadInput as exc:
+                event = self.decoder(self.topic_kinds[record.topic], record.value)
+            except BadValue as exc:
                 dead.append(DeadLetter(record, exc.error_type, exc.message))
             else:
                 good.append(Decoded(record, event))
@@ -132,7 +111,7 @@ class Ingestor:
         group's stored positions: the rules are idempotent, so that is safe.
         """
         decoded, dead = self.decode(records)
-        offsets: dict[tuple[str, int], int] = {}
+        offsets: dict[Partition, int] = {}
         for r in records if save_offsets else ():
             key = (r.topic, r.partition)
             offsets[key] = max(offsets.get(key, 0), r.offset + 1)
@@ -158,22 +137,10 @@ class Ingestor:
             # (a crash in between may publish it twice; a retried batch does not).
             await self.dead_letters.send(batch.dead)
             batch.dead_letters_sent = True
-            for d in batch.dead:
-                log.warning(
-                    "dead-lettered",
-                    extra={
-                        "topic": d.record.topic,
-                        "partition": d.record.partition,
-                        "offset": d.record.offset,
-                        "error_type": d.error_type,
-                        "error": d.message,
-                    },
-                )
+            _log_dead(batch.dead)
         try:
             outcome = await self._apply_retrying(batch.decoded, batch.offsets)
-        except DBAPIError as exc:
-            if not _sqlstate(exc).startswith(_DATA_ERRORS):
-                raise
+        except ValueRefused:
             # Something in the batch the database refuses (a value it cannot store):
             # find it event by event, dead-letter it, keep the rest.
             outcome = await self._apply_isolating(batch)
@@ -183,18 +150,15 @@ class Ingestor:
         return outcome
 
     async def _apply_retrying(
-        self, decoded: Sequence[Decoded], offsets: Mapping[tuple[str, int], int]
+        self, decoded: Sequence[Decoded], offsets: Mapping[Partition, int]
     ) -> BatchOutcome:
-        for attempt in range(1, 6):
-            try:
-                return await self._apply(decoded, offsets)
-            except DBAPIError as exc:
-                code = _sqlstate(exc)
-                if code not in _RETRYABLE_SQLSTATES or attempt == 5:
-                    raise
-                log.info("batch conflicted, running it again", extra={"sqlstate": code})
-                await asyncio.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")
+        return await retrying(
+            lambda: self._apply(decoded, offsets),
+            retry_on=Conflict,
+            what="batch (conflict with another transaction)",
+            backoff=_CONFLICT_BACKOFF,
+            attempts=_CONFLICT_ATTEMPTS,
+        )
 
     async def _apply_isolating(self, batch: PreparedBatch) -> BatchOutcome:
         total = BatchOutcome()
@@ -202,33 +166,22 @@ class Ingestor:
         for d in batch.decoded:
             try:
                 total.add(await self._apply_retrying([d], {}))
-            except DBAPIError as exc:
-                if not _sqlstate(exc).startswith(_DATA_ERRORS):
-                    raise
-                refused.append(DeadLetter(d.record, "storage_error", str(exc.orig)[:1000]))
+            except ValueRefused as exc:
+                refused.append(DeadLetter(d.record, "storage_error", str(exc)[:1000]))
         if refused:
             await self.dead_letters.send(refused)
+            _log_dead(refused)
             for r in refused:
                 total.dead[(r.record.topic, r.error_type)] += 1
-                log.warning(
-                    "dead-lettered",
-                    extra={
-                        "topic": r.record.topic,
-                        "partition": r.record.partition,
-                        "offset": r.record.offset,
-                        "error_type": r.error_type,
-                        "error": r.message,
-                    },
-                )
         await self._apply_retrying([], batch.offsets)  # the positions, last
         return total
 
     async def _apply(
-        self, decoded: Sequence[Decoded], offsets: Mapping[tuple[str, int], int]
+        self, decoded: Sequence[Decoded], offsets: Mapping[Partition, int]
     ) -> BatchOutcome:
         now = self.clock()
         outcome = BatchOutcome()
-        async with self.store.ingest_transaction() as tx:
+        async with self.store.transaction() as tx:
             if offsets:
                 # Again under lock: another instance may have moved them meanwhile.
                 saved = await tx.lock_offsets(offsets)
@@ -243,6 +196,20 @@ class Ingestor:
         for id_ in ws.dirty_followups:
             _count_transition(outcome, before.get(id_), ws.followups[id_])
         return outcome
+
+
+def _log_dead(dead: Sequence[DeadLetter]) -> None:
+    for d in dead:
+        log.warning(
+            "dead-lettered",
+            extra={
+                "topic": d.record.topic,
+                "partition": d.record.partition,
+                "offset": d.record.offset,
+                "error_type": d.error_type,
+                "error": d.message,
+            },
+        )
 
 
 def _count_transition(outcome: BatchOutcome, old: Followup | None, new: Followup) -> None:
@@ -263,13 +230,18 @@ def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
     bookings: set[str] = set()
     conversations: set[str] = set()
     for d in decoded:
-        e = d.event
-        if isinstance(e, BookingCancelled):
-            bookings.add(e.booking_id)
-            continue  # a cancellation is not activity: it needs no user row
-        users.add(e.user_id)
-        if isinstance(e, BookingConfirmed):
-            bookings.add(e.booking_id)
-        elif isinstance(e, EmotionScored):
-            conversations.add(e.conversation_id)
+        match d.event:
+            case BookingCancelled(booking_id=booking_id):
+                # A cancellation is not activity: it needs no user row.
+                bookings.add(booking_id)
+            case BookingConfirmed(user_id=user_id, booking_id=booking_id):
+                users.add(user_id)
+                bookings.add(booking_id)
+            case EmotionScored(user_id=user_id, conversation_id=conversation_id):
+                users.add(user_id)
+                conversations.add(conversation_id)
+            case UserActivity(user_id=user_id):
+                users.add(user_id)
+            case _:
+                assert_never(d.event)
     return BatchKeys(frozenset(users), frozenset(bookings), frozenset(conversations))

@@ -11,21 +11,18 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from consumer.config import ConfigError, Settings, load_settings
+from consumer.domain.limits import (
+    LIST_LIMIT_MAX,
+    MESSAGE_MAX_CHARS,
+    identifier_problem,
+    message_problem,
+)
+from consumer.domain.model import Status, TriggerType
+from consumer.entrypoints.exit_codes import EXIT_USAGE
 from consumer.logs import configure_logging
-from consumer.model import Status, TriggerType
 
-log = logging.getLogger("consumer.cli")
+log = logging.getLogger("consumer.entrypoints.cli")
 
-ID_MAX_CHARS = 255
-LIMIT_MAX = 1000
-# Exit codes of the operator commands (argparse's usage errors are 2 as well).
-EXIT_OK = 0
-EXIT_NOT_FOUND = 1
-EXIT_UNHEALTHY = 1
-EXIT_USAGE = 2  # bad arguments, invalid configuration, erase-user without --yes
-EXIT_NOT_PENDING = 3
-EXIT_LIMIT_REACHED = 4
-EXIT_UNAVAILABLE = 5  # the database did not answer or refused the query
 
 OPERATOR_COMMANDS = frozenset({"followups", "erase-user", "health"})
 
@@ -62,7 +59,10 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--trigger", choices=[t.value for t in TriggerType], help="only this trigger type"
     )
     listing.add_argument(
-        "--limit", type=_limit, default=100, help=f"at most this many (1..{LIMIT_MAX}, default 100)"
+        "--limit",
+        type=_limit,
+        default=100,
+        help=f"at most this many (1..{LIST_LIMIT_MAX}, default 100)",
     )
     _json_flag(listing)
 
@@ -86,7 +86,7 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--message",
         type=_message,
         required=True,
-        help="the text to send (not blank, no NUL, at most 4000 characters)",
+        help=f"the text to send (not blank, no NUL, at most {MESSAGE_MAX_CHARS} characters)",
     )
     schedule.add_argument(
         "--at", type=_aware_datetime, required=True, help="when (ISO-8601 with offset)"
@@ -122,23 +122,10 @@ def _aware_datetime(value: str) -> datetime:
 
 
 def _identifier(value: str) -> str:
-    if not value:
-        raise argparse.ArgumentTypeError("must not be empty")
-    if len(value) > ID_MAX_CHARS:
-        raise argparse.ArgumentTypeError(f"longer than {ID_MAX_CHARS} characters")
-    _plain_text(value)
+    problem = identifier_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value
-
-
-def _plain_text(value: str) -> None:
-    """What PostgreSQL cannot store: NUL, and bytes that are not UTF-8 (which
-    arrive as lone surrogates in argv)."""
-    if "\x00" in value:
-        raise argparse.ArgumentTypeError("must not contain NUL")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise argparse.ArgumentTypeError("is not valid UTF-8") from exc
 
 
 def _limit(value: str) -> int:
@@ -146,21 +133,15 @@ def _limit(value: str) -> int:
         number = int(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from exc
-    if not 1 <= number <= LIMIT_MAX:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {LIMIT_MAX}: {number}")
+    if not 1 <= number <= LIST_LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {LIST_LIMIT_MAX}: {number}")
     return number
 
 
 def _message(value: str) -> str:
-    from consumer.admin import MESSAGE_MAX_CHARS
-
-    if not value.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    if len(value) > MESSAGE_MAX_CHARS:
-        raise argparse.ArgumentTypeError(
-            f"longer than {MESSAGE_MAX_CHARS} characters ({len(value)})"
-        )
-    _plain_text(value)
+    problem = message_problem(value)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 
@@ -177,34 +158,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings: Settings = load_settings()
     except ConfigError as exc:
         sys.stderr.write(f"followup-consumer: {exc}\n")
-        return 2
+        return EXIT_USAGE
     configure_logging(settings.log_level)
-    from consumer import app  # heavy imports only once the configuration is valid
+    # Heavy imports (Kafka, SQLAlchemy, FastAPI) only once the configuration is valid.
+    from consumer.bootstrap import utc_now
 
     if args.command in OPERATOR_COMMANDS:
-        from consumer import cli_ops
+        from consumer.entrypoints import cli_ops
 
-        return cli_ops.execute(args, settings, app.utc_now)
+        return cli_ops.execute(args, settings, utc_now)
     if args.command == "replay":
-        from consumer.replay import replay
+        from consumer.entrypoints.replay import replay
 
-        report = asyncio.run(
-            replay(settings, app.utc_now, args.since, progress=not args.no_progress)
-        )
+        report = asyncio.run(replay(settings, utc_now, args.since, progress=not args.no_progress))
         log.info(
             "replayed",
             extra={"events": report.events, "dead": report.dead_lettered, "rate": report.rate},
         )
         return 0
+    from consumer.entrypoints import runner
+
     if args.command == "migrate":
-        asyncio.run(app.run_migrations(settings))
+        if not asyncio.run(runner.run_migrations(settings)):
+            sys.stderr.write(
+                "followup-consumer: this database role may not change the schema; "
+                "run `followup-consumer migrate` as the schema's owner\n"
+            )
+            return EXIT_USAGE
         log.info("schema is up to date")
         return 0
     if settings.workers > 1:
-        from consumer.workers import supervise
+        from consumer.entrypoints.workers import supervise
 
         return supervise(settings.workers)
-    asyncio.run(app.run_service(settings))
+    asyncio.run(runner.run_service(settings))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Input events as the rules see them: plain frozen values, already validated.
 
-Wire concerns (Avro, JSON, pydantic) stop at `consumer.wire`; nothing here knows
+Wire concerns (Avro, JSON, pydantic) stop at `consumer.adapters.wire`; nothing here knows
 about bytes or Kafka.
 """
 

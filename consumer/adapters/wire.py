@@ -3,7 +3,7 @@
 Two steps: `Codec.decode` turns bytes into a dict that fits the topic's schema,
 then a strict pydantic model enforces the contract's rules (id shapes, score
 range, sane dates, real time zones) before the frozen dataclass of
-`consumer.events` is built. Every failure of either step becomes `BadInput`, the
+`consumer.domain.events` is built. Every failure of either step becomes `BadInput`, the
 one error the consumer routes to the dead-letter topic.
 """
 
@@ -17,8 +17,8 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from consumer.codec import CodecError
-from consumer.events import (
+from consumer.adapters.codec import CodecError
+from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     EmotionScored,
@@ -26,26 +26,28 @@ from consumer.events import (
     InputEvent,
     UserActivity,
 )
+from consumer.domain.limits import (
+    ACTIVITY_TYPE_MAX_CHARS,
+    EARLIEST,
+    FREE_TEXT_MAX_CHARS,
+    LATEST,
+    bounded_text_problem,
+    identifier_problem,
+)
+from consumer.domain.model import default_conversation_id
+from consumer.service.ports import BadValue
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
-    from consumer.codec import Codec
+    from consumer.adapters.codec import Codec
 
-__all__ = ["BadInput", "ErrorType", "event_from_record", "parse_event"]
+__all__ = ["BadInput", "ErrorType", "WireDecoder", "event_from_record", "parse_event"]
 
 ErrorType = Literal["decode_error", "schema_error", "rule_violation"]
 
-ID_MAX_CHARS: Final = 255
-ACTIVITY_TYPE_MAX_CHARS: Final = 100
-FREE_TEXT_MAX_CHARS: Final = 1000
-# Anything outside this window is a producer bug (epoch zero, ms-vs-s mix-ups),
-# not a real booking; scheduling from it would fire or expire nonsense.
-EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
-LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
 
-
-class BadInput(Exception):
+class BadInput(BadValue):
     """A value the consumer cannot use; it goes to the dead-letter topic.
 
     `error_type` is machine-readable (a DLQ header): `decode_error` (not
@@ -55,42 +57,29 @@ class BadInput(Exception):
     """
 
     def __init__(self, error_type: ErrorType, message: str) -> None:
-        super().__init__(f"{error_type}: {message}")
+        super().__init__(error_type, message)
         self.error_type: ErrorType = error_type
-        self.message = message
 
 
-# --- field rules -------------------------------------------------------------------
-# NUL is rejected in every string: PostgreSQL text and JSONB cannot store it.
+# --- field rules (consumer.domain.limits, shared with HTTP and the CLI) ------------
+
+
+def _checked(problem: str | None, value: str) -> str:
+    if problem is not None:
+        raise ValueError(problem)
+    return value
 
 
 def _check_id(value: str) -> str:
-    if len(value) > ID_MAX_CHARS:
-        raise ValueError(f"must be at most {ID_MAX_CHARS} characters, got {len(value)}")
-    if not value.strip():
-        raise ValueError("must not be empty or blank")
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    # Kept verbatim (not stripped): ids are opaque and must match other systems.
-    return value
+    return _checked(identifier_problem(value), value)
 
 
 def _check_activity_type(value: str) -> str:
-    if len(value) > ACTIVITY_TYPE_MAX_CHARS:
-        raise ValueError(f"must be at most {ACTIVITY_TYPE_MAX_CHARS} characters, got {len(value)}")
-    if not value.strip():
-        raise ValueError("must not be empty or blank")
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+    return _checked(bounded_text_problem(value, ACTIVITY_TYPE_MAX_CHARS), value)
 
 
 def _check_free_text(value: str) -> str:
-    if len(value) > FREE_TEXT_MAX_CHARS:
-        raise ValueError(f"must be at most {FREE_TEXT_MAX_CHARS} characters, got {len(value)}")
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
+    return _checked(bounded_text_problem(value, FREE_TEXT_MAX_CHARS, required=False), value)
 
 
 @cache
@@ -155,7 +144,7 @@ class _BookingConfirmedIn(_WireEvent):
             booking_id=self.booking_id,
             event_date=self.event_date,
             # The contract's default, so every booking has a conversation.
-            conversation_id=self.conversation_id or f"booking_{self.booking_id}",
+            conversation_id=self.conversation_id or default_conversation_id(self.booking_id),
             timezone=self.timezone,
         )
 
@@ -281,3 +270,13 @@ def parse_event(kind: EventKind, value: bytes | None, codec: Codec) -> InputEven
             "schema_error" if exc.schema_violation else "decode_error", str(exc)
         ) from exc
     return event_from_record(kind, record)
+
+
+class WireDecoder:
+    """`parse_event` bound to a codec: the ingest service's `EventDecoder`."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+
+    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent:
+        return parse_event(kind, value, self.codec)

@@ -3,12 +3,10 @@ instances in one test process do not collide)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-if TYPE_CHECKING:
-    from consumer.ingest import BatchOutcome
+from consumer.domain.model import TriggerType
+from consumer.service.ports import BatchOutcome
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 3600)
 
@@ -35,13 +33,13 @@ class Metrics:
         self.cancelled = Counter(
             "followups_cancelled", "Follow-ups cancelled", ["trigger_type"], registry=r
         )
-        self.expired = Counter(
+        self.expired_total = Counter(
             "followups_expired",
             "Follow-ups expired without being sent",
             ["trigger_type"],
             registry=r,
         )
-        self.executed = Counter(
+        self.executed_total = Counter(
             "followups_executed",
             "Follow-ups published and marked executed",
             ["trigger_type", "template"],
@@ -80,11 +78,25 @@ class Metrics:
         self.batch_size = Histogram(
             "followup_ingest_batch_events",
             "Events per ingest batch",
-            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000),
+            buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000, 50000),
             registry=r,
         )
 
-    def record_batch(self, outcome: BatchOutcome, events: int) -> None:
+    # service.ports.Telemetry
+
+    def expired(self, trigger: TriggerType) -> None:
+        self.expired_total.labels(trigger.value).inc()
+
+    def executed(self, trigger: TriggerType, template_id: str, lateness: float) -> None:
+        self.executed_total.labels(trigger.value, template_id).inc()
+        self.firing_latency.observe(lateness)
+
+    def publish_error(self, trigger: TriggerType, *, gave_up: bool) -> None:
+        self.publish_errors.labels(trigger.value).inc()
+        if gave_up:
+            self.failed.labels(trigger.value).inc()
+
+    def batch_applied(self, outcome: BatchOutcome, events: int) -> None:
         for topic, n in outcome.applied.items():
             self.consumed.labels(topic).inc(n)
         for (topic, error_type), n in outcome.dead.items():
@@ -92,7 +104,7 @@ class Metrics:
         for counter, counts in (
             (self.scheduled, outcome.scheduled),
             (self.cancelled, outcome.cancelled),
-            (self.expired, outcome.expired),
+            (self.expired_total, outcome.expired),
             (self.refused, outcome.refused),
         ):
             for trigger, n in counts.items():

@@ -13,8 +13,8 @@ from enum import StrEnum
 from string import Formatter
 from zoneinfo import ZoneInfo
 
-from consumer.model import Followup, Score, TriggerType
-from consumer.rules import emotion_band
+from consumer.domain.model import Followup, Score, TriggerType
+from consumer.domain.rules import emotion_band
 
 
 class TemplateId(StrEnum):

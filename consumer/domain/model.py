@@ -47,6 +47,11 @@ def followup_id(*parts: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def default_conversation_id(booking_id: str) -> str:
+    """The contract's conversation of a booking confirmed without one."""
+    return f"booking_{booking_id}"
+
+
 def reengagement_id(user_id: str, cycle: int) -> str:
     return followup_id(TriggerType.RE_ENGAGEMENT, user_id, str(cycle))
 

@@ -17,41 +17,53 @@ import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import AwareDatetime, BaseModel, Field, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel
 
-from consumer.admin import MESSAGE_MAX_CHARS, CancelResult, LimitReached, Operations
-from consumer.metrics import Metrics
-from consumer.model import Status, TriggerType
+from consumer.adapters.metrics import Metrics
+from consumer.domain.limits import (
+    ID_MAX_CHARS,
+    LIST_LIMIT_MAX,
+    bounded_text_problem,
+    identifier_problem,
+    message_problem,
+)
+from consumer.domain.model import Status, TriggerType
+from consumer.service.health import HealthReport
+from consumer.service.operations import CancelResult, LimitReached, Operations
 
-ID_MAX_CHARS = 255
+
+def _rule(problem: Callable[[str], str | None]) -> AfterValidator:
+    """A pydantic validator from one of the shared input rules."""
+
+    def check(value: str) -> str:
+        reason = problem(value)
+        if reason is not None:
+            raise ValueError(reason)
+        return value
+
+    return AfterValidator(check)
+
+
 # Module level: FastAPI resolves annotations by name (postponed evaluation).
-PathId = Annotated[str, Path(min_length=1, max_length=ID_MAX_CHARS)]
+Identifier = Annotated[str, _rule(identifier_problem)]
+OptionalId = Annotated[str, _rule(lambda v: bounded_text_problem(v, ID_MAX_CHARS, required=False))]
+Message = Annotated[str, _rule(message_problem)]
+PathId = Annotated[Identifier, Path()]
 
 
 @dataclass(frozen=True)
 class HttpContext:
     operations: Operations
     metrics: Metrics
-    health: Callable[[], Awaitable[dict[str, Any]]]
+    health: Callable[[], Awaitable[HealthReport]]
     admin_token: str | None
 
 
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
 class CustomFollowupIn(BaseModel):
-    user_id: str = Field(min_length=1, max_length=ID_MAX_CHARS)
-    conversation_id: str = Field(default="", max_length=300)
-    message: str = Field(min_length=1, max_length=MESSAGE_MAX_CHARS)
+    user_id: Identifier
+    conversation_id: OptionalId = ""
+    message: Message
     scheduled_at: AwareDatetime
-
-    @field_validator("user_id", "conversation_id", "message")
-    @classmethod
-    def _text(cls, value: str) -> str:
-        return _no_nul(value)
 
 
 def create_app(ctx: HttpContext) -> FastAPI:
@@ -73,7 +85,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
     @app.get("/health")
     async def health() -> JSONResponse:
         report = await ctx.health()
-        return JSONResponse(report, status_code=200 if report["status"] == "healthy" else 503)
+        return JSONResponse(report.as_json(), status_code=200 if report.healthy else 503)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -81,10 +93,10 @@ def create_app(ctx: HttpContext) -> FastAPI:
 
     @app.get("/admin/followups", dependencies=[Admin])
     async def list_followups(
-        user_id: Annotated[str | None, Query(max_length=ID_MAX_CHARS)] = None,
+        user_id: Annotated[Identifier | None, Query()] = None,
         status: Status | None = None,
         trigger_type: TriggerType | None = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=LIST_LIMIT_MAX)] = 100,
     ) -> list[dict[str, Any]]:
         found = await ctx.operations.list_followups(
             user_id=user_id, status=status, trigger_type=trigger_type, limit=limit

@@ -16,15 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
-from consumer.codec import Codec
+from consumer.adapters.kafka import input_partitions, make_reader
+from consumer.bootstrap import build
 from consumer.config import Settings
-from consumer.ingest import Ingestor
-from consumer.kafka_io import KafkaDeadLetters, client_options, make_producer
-from consumer.rules import Policy
-from consumer.store import Store, create_engine, migrate
 
 log = logging.getLogger(__name__)
 
@@ -47,22 +43,15 @@ async def replay(
     *,
     progress: bool = True,
 ) -> ReplayReport:
-    engine = create_engine(settings.database_url)
-    await migrate(engine)
-    store = Store(engine, settings.kafka_group_id)
-    producer = make_producer(settings)
-    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    parts = build(settings, clock=clock)
+    await parts.store.migrate()
+    producer = parts.producer
+    assert producer is not None
+    consumer = make_reader(settings)
     await producer.start()
     await consumer.start()
     try:
-        ingestor = Ingestor(
-            store,
-            Codec.load(),
-            Policy.from_settings(settings),
-            settings.input_topics,
-            KafkaDeadLetters(producer, settings.topic_dlq),
-            clock,
-        )
+        ingestor = parts.ingestor
         partitions = await input_partitions(settings)
         consumer.assign(partitions)
         end = await consumer.end_offsets(partitions)
@@ -96,23 +85,7 @@ async def replay(
     finally:
         await consumer.stop()
         await producer.stop()
-        await engine.dispose()
-
-
-async def input_partitions(settings: Settings) -> list[TopicPartition]:
-    """Every partition of the input topics that exist."""
-    admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(settings.input_topics))
-    finally:
-        await admin.close()
-    return sorted(
-        TopicPartition(t["topic"], p["partition"])
-        for t in described
-        if t["error_code"] == 0
-        for p in t["partitions"]
-    )
+        await parts.store.close()
 
 
 async def _start_offsets(

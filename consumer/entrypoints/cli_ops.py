@@ -1,5 +1,5 @@
 """The operator commands of the CLI: follow-ups list/show/cancel/schedule, erase-user,
-health. The same operations as the admin HTTP API (consumer.admin.Operations).
+health. The same operations as the admin HTTP API (consumer.service.operations.Operations).
 
 Results go to stdout (a text table or JSON), messages about failures to stderr as
 plain text, logs to stderr as JSON lines. The `_write*` functions and `execute` are
@@ -15,16 +15,15 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from consumer.admin import CancelResult, FollowupView, LimitReached, Operations
-from consumer.cli import (
+from consumer.adapters.crypto import CipherError
+from consumer.adapters.kafka import input_partitions, make_reader
+from consumer.bootstrap import build_operations, store_from_settings
+from consumer.config import Settings
+from consumer.domain.model import Status, TriggerType
+from consumer.entrypoints.exit_codes import (
     EXIT_LIMIT_REACHED,
     EXIT_NOT_FOUND,
     EXIT_NOT_PENDING,
@@ -33,19 +32,14 @@ from consumer.cli import (
     EXIT_UNHEALTHY,
     EXIT_USAGE,
 )
-from consumer.config import Settings
-from consumer.crypto import CipherError, MessageCipher
-from consumer.kafka_io import client_options
-from consumer.model import Status, TriggerType
-from consumer.replay import input_partitions
-from consumer.rules import Policy
-from consumer.store import Store, create_engine
+from consumer.service.health import HealthReport, lag_of
+from consumer.service.operations import CancelResult, FollowupView, LimitReached, Operations
+from consumer.service.ports import Unavailable
 
-log = logging.getLogger("consumer.cli")
+log = logging.getLogger("consumer.entrypoints.cli")
 
 Clock = Callable[[], datetime]
 HEALTH_TIMEOUT_SECONDS = 5.0
-_UNDEFINED_TABLE = "42P01"
 
 
 class Failed(Exception):
@@ -102,47 +96,24 @@ def _command(args: argparse.Namespace) -> OperationsCommand:
     raise AssertionError(f"unknown followups action {action!r}")
 
 
-def cipher_of(settings: Settings) -> MessageCipher:
-    key = settings.followup_encryption_key
-    return MessageCipher(key.get_secret_value() if key is not None else None)
-
-
-def operations(settings: Settings, engine: AsyncEngine, clock: Clock) -> Operations:
-    return Operations(
-        Store(engine, settings.kafka_group_id),
-        Policy.from_settings(settings),
-        cipher_of(settings),
-        clock,
-    )
-
-
 async def _with_operations(settings: Settings, clock: Clock, command: OperationsCommand) -> int:
-    engine = create_engine(settings.database_url, pool_size=1)
+    store = store_from_settings(settings, pool_size=1)
     try:
-        return await command(operations(settings, engine, clock))
+        return await command(build_operations(settings, store, clock))
     except CipherError as exc:
         raise Failed(
             f"cannot read a stored message: {exc} (set FOLLOWUP_ENCRYPTION_KEY to the key "
             "the messages were written with)",
             EXIT_USAGE,
         ) from exc
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
-        raise Failed(f"database error: {_database_problem(exc)}", EXIT_UNAVAILABLE) from exc
+    except Unavailable as exc:
+        raise Failed(f"database error: {_without_prefix(exc)}", EXIT_UNAVAILABLE) from exc
     finally:
-        await engine.dispose()
+        await store.close()
 
 
-def _database_problem(exc: BaseException) -> str:
-    if _sqlstate(exc) == _UNDEFINED_TABLE:
-        return "the schema is missing; run `followup-consumer migrate` first"
-    if isinstance(exc, SQLAlchemyError) and getattr(exc, "orig", None) is not None:
-        return f"{type(exc.orig).__name__}: {exc.orig}"  # type: ignore[attr-defined]
-    return _described(exc)
-
-
-def _sqlstate(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None)
-    return str(getattr(orig, "sqlstate", "") or "")
+def _without_prefix(exc: Unavailable) -> str:
+    return str(exc).removeprefix("database: ")
 
 
 # --- follow-ups ---------------------------------------------------------------------
@@ -242,85 +213,13 @@ async def _erase_user(ops: Operations, user_id: str, *, as_json: bool) -> int:
 # --- health -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PartitionLag:
-    topic: str
-    partition: int
-    end_offset: int | None
-    next_offset: int | None  # the group's, stored in PostgreSQL (0 when none)
-    lag: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Health:
-    """The shape follows the service's GET /health where the two overlap (status,
-    pending_jobs, executed_today, database.reachable, consumer.group, consumer.lag)."""
-
-    group: str
-    database_error: str | None
-    kafka_error: str | None
-    figures: Mapping[str, int] | None
-    partitions: Sequence[PartitionLag] = field(default_factory=tuple)
-
-    @property
-    def healthy(self) -> bool:
-        return self.database_error is None and self.kafka_error is None
-
-    @property
-    def total_lag(self) -> int | None:
-        if self.kafka_error is not None or any(p.lag is None for p in self.partitions):
-            return None
-        return sum(p.lag or 0 for p in self.partitions)
-
-    def as_json(self) -> dict[str, Any]:
-        figures = self.figures or {}
-        return {
-            "status": "healthy" if self.healthy else "unhealthy",
-            "pending_jobs": figures.get("pending_jobs"),
-            "executed_today": figures.get("executed_today"),
-            "database": {"reachable": self.database_error is None, "error": self.database_error},
-            "kafka": {"reachable": self.kafka_error is None, "error": self.kafka_error},
-            "consumer": {
-                "group": self.group,
-                "lag": {f"{p.topic}[{p.partition}]": p.lag for p in self.partitions},
-                "total_lag": self.total_lag,
-                "partitions": [
-                    {
-                        "topic": p.topic,
-                        "partition": p.partition,
-                        "end_offset": p.end_offset,
-                        "next_offset": p.next_offset,
-                        "lag": p.lag,
-                    }
-                    for p in self.partitions
-                ],
-            },
-        }
-
-
-def lag_of(
-    end_offsets: Mapping[tuple[str, int], int],
-    stored: Mapping[tuple[str, int], int] | None,
-) -> list[PartitionLag]:
-    """End offset minus the group's stored next offset (0 when none is stored);
-    unknown (None) when the stored offsets could not be read."""
-    out = []
-    for (topic, partition), end in sorted(end_offsets.items()):
-        if stored is None:
-            out.append(PartitionLag(topic, partition, end, None, None))
-            continue
-        done = stored.get((topic, partition), 0)
-        out.append(PartitionLag(topic, partition, end, done, max(0, end - done)))
-    return out
-
-
 async def check_health(
     settings: Settings, clock: Clock, each_seconds: float = HEALTH_TIMEOUT_SECONDS
-) -> Health:
+) -> HealthReport:
     """Database and Kafka looked at side by side, each within `each_seconds`."""
-    engine = create_engine(settings.database_url, pool_size=1)
+    store = store_from_settings(settings, pool_size=1)
     try:
-        ops = operations(settings, engine, clock)
+        ops = build_operations(settings, store, clock)
         (figures, db_error), (ends, kafka_error) = await asyncio.gather(
             _figures(ops, each_seconds), _end_offsets(settings, each_seconds)
         )
@@ -328,12 +227,18 @@ async def check_health(
         if db_error is None and ends:
             try:
                 async with asyncio.timeout(each_seconds):
-                    stored = await ops.store.load_offsets(ends)
-            except (SQLAlchemyError, OSError, TimeoutError) as exc:
+                    stored = await store.load_offsets(ends)
+            except (Unavailable, TimeoutError) as exc:
                 db_error = _problem(exc, each_seconds)
-        return Health(settings.kafka_group_id, db_error, kafka_error, figures, lag_of(ends, stored))
+        return HealthReport(
+            settings.kafka_group_id,
+            db_error,
+            kafka_error,
+            figures,
+            lag_of(dict(ends), stored),
+        )
     finally:
-        await engine.dispose()
+        await store.close()
 
 
 async def _figures(
@@ -342,21 +247,17 @@ async def _figures(
     try:
         async with asyncio.timeout(each_seconds):
             return await ops.figures(), None
-    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+    except (Unavailable, TimeoutError) as exc:
         return None, _problem(exc, each_seconds)
 
 
 async def _end_offsets(
     settings: Settings, each_seconds: float
 ) -> tuple[dict[tuple[str, int], int], str | None]:
-    consumer = AIOKafkaConsumer(
-        **{**client_options(settings), "request_timeout_ms": int(each_seconds * 1000)},
-        group_id=None,
-        enable_auto_commit=False,
-    )
+    consumer = make_reader(settings, request_timeout_ms=int(each_seconds * 1000))
     try:
         async with asyncio.timeout(each_seconds):
-            partitions: list[TopicPartition] = await input_partitions(settings)
+            partitions = await input_partitions(settings)
             await consumer.start()
             ends = await consumer.end_offsets(partitions) if partitions else {}
         return {(tp.topic, tp.partition): int(o) for tp, o in ends.items()}, None
@@ -370,8 +271,8 @@ async def _end_offsets(
 def _problem(exc: BaseException, each_seconds: float) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return f"no answer within {each_seconds:g} s"
-    if isinstance(exc, SQLAlchemyError | OSError):
-        return _database_problem(exc)
+    if isinstance(exc, Unavailable):
+        return _without_prefix(exc)
     return _described(exc)
 
 
@@ -445,7 +346,7 @@ def format_counts(counts: Mapping[str, int]) -> str:
     return table(("table", "deleted"), sorted(counts.items()))
 
 
-def format_health(health: Health) -> str:
+def format_health(health: HealthReport) -> str:
     def reach(error: str | None) -> str:
         return "reachable" if error is None else f"UNREACHABLE ({error})"
 

@@ -9,21 +9,20 @@ redelivered or replayed event changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Literal, Protocol, assert_never
 from zoneinfo import ZoneInfo
 
-from consumer.config import Settings
-from consumer.events import (
+from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
     EmotionScored,
     InputEvent,
     UserActivity,
 )
-from consumer.model import (
+from consumer.domain.model import (
     Booking,
     Change,
     Conversation,
@@ -33,42 +32,17 @@ from consumer.model import (
     Status,
     TriggerType,
     UserState,
+    default_conversation_id,
     followup_id,
     reengagement_id,
 )
+from consumer.domain.policy import Policy
 
 LOW_EMOTION = 0.4
 HIGH_EMOTION = 0.7
 JOIN_WINDOW = timedelta(days=1)
 
 EmotionBand = Literal["high", "neutral", "low"]
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The tunable numbers of the contract, as durations."""
-
-    followup_delay: timedelta = timedelta(hours=24)
-    checkin_delay: timedelta = timedelta(hours=24)
-    inactive_after: timedelta = timedelta(days=30)
-    send_hour: int = 9
-    default_timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
-    history_limit: int = 5
-    max_pending_per_user: int = 10
-    max_lateness: timedelta = timedelta(hours=48)
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> Policy:
-        return cls(
-            followup_delay=timedelta(hours=s.followup_delay_hours),
-            checkin_delay=timedelta(hours=s.emotion_checkin_delay_hours),
-            inactive_after=timedelta(days=s.reengagement_inactive_days),
-            send_hour=s.reengagement_send_hour,
-            default_timezone=s.timezone,
-            history_limit=s.emotion_history_limit,
-            max_pending_per_user=s.max_pending_followups_per_user,
-            max_lateness=s.max_lateness,
-        )
 
 
 class State(Protocol):
@@ -116,7 +90,7 @@ def reengagement_due(last_activity: datetime, tz: ZoneInfo, policy: Policy) -> d
 
 def status_for(scheduled_at: datetime, policy: Policy, now: datetime) -> Status:
     """Too late to be worth sending (backfill, long outage): expired, never sent."""
-    return Status.EXPIRED if scheduled_at < now - policy.max_lateness else Status.PENDING
+    return policy.status_for(scheduled_at, now)
 
 
 def user_timezone(user: UserState | None, policy: Policy) -> ZoneInfo:
@@ -135,13 +109,18 @@ def _distance(f: Followup, date: datetime) -> timedelta:
 
 def decide(state: State, event: InputEvent, policy: Policy, now: datetime) -> list[Change]:
     """The changes one input event causes."""
-    if isinstance(event, BookingConfirmed):
-        return _Decision(state, policy, now).booking_confirmed(event)
-    if isinstance(event, BookingCancelled):
-        return _Decision(state, policy, now).booking_cancelled(event)
-    if isinstance(event, EmotionScored):
-        return _Decision(state, policy, now).emotion_scored(event)
-    return _Decision(state, policy, now).user_activity(event)
+    d = _Decision(state, policy, now)
+    match event:
+        case BookingConfirmed():
+            return d.booking_confirmed(event)
+        case BookingCancelled():
+            return d.booking_cancelled(event)
+        case EmotionScored():
+            return d.emotion_scored(event)
+        case UserActivity():
+            return d.user_activity(event)
+        case _:
+            assert_never(event)
 
 
 class _Decision:
@@ -284,7 +263,7 @@ class _Decision:
         created = Followup(
             id=followup_id(TriggerType.POST_EVENT, event_id),
             user_id=booking.user_id,
-            conversation_id=booking.conversation_id or f"booking_{b}",
+            conversation_id=booking.conversation_id or default_conversation_id(b),
             trigger_type=TriggerType.POST_EVENT,
             scheduled_at=at,
             status=status_for(at, self.policy, self.now),
@@ -443,6 +422,17 @@ class _Decision:
         )
         return replace(user, reengagement_cycle=next_cycle)
 
+    # --- an operator's follow-up ---------------------------------------------------------
+
+    def custom(self, followup: Followup) -> list[Change]:
+        user = self.state.user(followup.user_id) or UserState(followup.user_id)
+        ok, user = self._room_for_one_more(user, TriggerType.CUSTOM)
+        if ok:
+            self._put(followup)
+        elif user != self.state.user(user.user_id):
+            self._put(user)
+        return self.changes
+
     # --- the daily sweep ------------------------------------------------------------------
 
     def sweep(self, user_id: str) -> list[Change]:
@@ -481,11 +471,4 @@ def schedule_custom(
     now: datetime,
 ) -> list[Change]:
     """An operator's custom follow-up, within the per-user limit (Refused beyond it)."""
-    d = _Decision(state, policy, now)
-    user = state.user(followup.user_id) or UserState(followup.user_id)
-    ok, user = d._room_for_one_more(user, TriggerType.CUSTOM)
-    if ok:
-        d._put(followup)
-    elif user != state.user(user.user_id):
-        d._put(user)
-    return d.changes
+    return _Decision(state, policy, now).custom(followup)

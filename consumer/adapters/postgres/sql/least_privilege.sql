@@ -3,7 +3,7 @@
 -- Usage (as the owner of the schema, after `followup-consumer migrate` created it):
 --
 --   psql "$ADMIN_URL" -v role=followups_app -v password="$APP_DB_PASSWORD" \
---        -f consumer/sql/least_privilege.sql
+--        -f consumer/adapters/postgres/sql/least_privilege.sql
 --
 -- (or `-h HOST -p PORT -U postgres -d followups` instead of a URL). Both variables
 -- are required. Safe to repeat: an existing role keeps its identity, gets LOGIN and

@@ -6,57 +6,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
-from consumer.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
+from consumer.adapters.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
 from consumer.config import Settings
-from consumer.dispatch import DueMessage
-from consumer.store import Store
+from consumer.service.ports import DeadLetter, DueMessage, IngestStore, Unavailable
+from consumer.service.retry import retrying
 
 log = logging.getLogger(__name__)
-
-Headers = Sequence[tuple[str, bytes]]
-
-
-class InRecord(Protocol):
-    """What ingest needs of a consumed record (aiokafka's ConsumerRecord fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Headers: ...
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    record: InRecord
-    error_type: str
-    message: str
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        kept = [(k, v) for k, v in self.record.headers if not k.startswith("dlq.")]
-        return [
-            *kept,
-            ("dlq.original.topic", self.record.topic.encode()),
-            ("dlq.original.partition", str(self.record.partition).encode()),
-            ("dlq.original.offset", str(self.record.offset).encode()),
-            ("dlq.error.type", self.error_type.encode()),
-            ("dlq.error.message", self.message.encode("utf-8", "replace")[:4000]),
-        ]
 
 
 def client_options(settings: Settings) -> dict[str, Any]:
@@ -153,19 +115,24 @@ class KafkaDeadLetters:
 
     async def send(self, dead: Sequence[DeadLetter]) -> None:
         """Publish and wait for every one: only then may their offsets be committed."""
-        futures = [
-            await self.producer.send(
-                self.topic, value=d.record.value, key=d.record.key, headers=d.headers()
-            )
-            for d in dead
-        ]
-        await asyncio.gather(*futures)
+        try:
+            futures = [
+                await self.producer.send(
+                    self.topic, value=d.record.value, key=d.record.key, headers=d.headers()
+                )
+                for d in dead
+            ]
+            await asyncio.gather(*futures)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise Unavailable(f"kafka: cannot publish dead letters: {exc!r}") from exc
 
 
 class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
     """Positions come from PostgreSQL, where they were saved with their effects."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, store: Store, batch_lock: asyncio.Lock) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, store: IngestStore, batch_lock: asyncio.Lock
+    ) -> None:
         self.consumer = consumer
         self.store = store
         self.batch_lock = batch_lock
@@ -197,17 +164,11 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _saved_offsets(self, assigned: set[TopicPartition]) -> dict[tuple[str, int], int]:
         # Without them the consumer would start from Kafka's mirror or the beginning:
         # harmless (rules are idempotent) but slow, so wait for the database instead.
-        delay = 0.5
-        while True:
-            try:
-                return await self.store.load_offsets((tp.topic, tp.partition) for tp in assigned)
-            except Exception as exc:
-                log.warning(
-                    "cannot read saved offsets; retrying",
-                    extra={"error": repr(exc), "retry_in": delay},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        return await retrying(
+            lambda: self.store.load_offsets((tp.topic, tp.partition) for tp in assigned),
+            retry_on=Exception,
+            what="reading saved offsets",
+        )
 
 
 def _names(tps: Iterable[TopicPartition]) -> list[str]:
@@ -251,3 +212,26 @@ class KafkaDuePublisher:
             *(self._one(m.key, m.record) for m in messages), return_exceptions=True
         )
         return [r if isinstance(r, BaseException) else None for r in results]
+
+
+def make_reader(settings: Settings, **options: Any) -> AIOKafkaConsumer:
+    """A consumer outside any group (replay, health, tail): assigned, not subscribed."""
+    return AIOKafkaConsumer(
+        **{**client_options(settings), **options}, group_id=None, enable_auto_commit=False
+    )
+
+
+async def input_partitions(settings: Settings) -> list[TopicPartition]:
+    """Every partition of the input topics that exist."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(settings.input_topics))
+    finally:
+        await admin.close()
+    return sorted(
+        TopicPartition(t["topic"], p["partition"])
+        for t in described
+        if t["error_code"] == 0
+        for p in t["partitions"]
+    )

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from consumer.model import (
+from consumer.domain.model import (
     Booking,
     Change,
     Conversation,

@@ -15,49 +15,38 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from consumer.crypto import MessageCipher
-from consumer.metrics import Metrics
-from consumer.model import Followup
-from consumer.rules import Policy
-from consumer.store import ClaimedFollowup, Executed, FiringFacts, Store
-from consumer.templates import FiringContext, choose_template, render
+from consumer.domain.model import Followup
+from consumer.domain.policy import Policy, RetryPolicy
+from consumer.domain.templates import FiringContext, choose_template, render
+from consumer.service.ports import (
+    Cipher,
+    ClaimedFollowup,
+    DispatchStore,
+    DueMessage,
+    DuePublisher,
+    Executed,
+    FiringFacts,
+    NoTelemetry,
+    Telemetry,
+)
+from consumer.service.retry import Stopped, retrying
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class DueMessage:
-    key: str
-    record: dict[str, Any]
+class PlainText:
+    """No encryption at rest."""
 
+    def seal(self, text: str) -> str:
+        return text
 
-class DuePublisher(Protocol):
-    async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
-        """Publish all; per message, None when the broker acknowledged it."""
-        ...
-
-    async def broker_reachable(self) -> bool:
-        """Whether the cluster answers at all (an outage is not the follow-up's fault)."""
-        ...
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    max_retries: int = 5
-    base: timedelta = timedelta(seconds=2)
-    cap: timedelta = timedelta(minutes=5)
-
-    def next_attempt(self, retries_so_far: int, now: datetime) -> datetime | None:
-        """When to try again after a failed attempt; None: give up (`failed`)."""
-        if retries_so_far >= self.max_retries:
-            return None
-        delay: timedelta = min(self.base * (2**retries_so_far), self.cap)
-        return now + delay
+    def open(self, stored: str) -> str:
+        return stored
 
 
 def due_record(
@@ -92,7 +81,7 @@ def firing_context(f: Followup, facts: FiringFacts, default_tz: ZoneInfo) -> Fir
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         publisher: DuePublisher,
         policy: Policy,
         retry: RetryPolicy,
@@ -102,8 +91,8 @@ class Dispatcher:
         lease: timedelta = timedelta(seconds=30),
         poll: timedelta = timedelta(seconds=1),
         owner: str | None = None,
-        metrics: Metrics | None = None,
-        cipher: MessageCipher | None = None,
+        telemetry: Telemetry | None = None,
+        cipher: Cipher | None = None,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -114,8 +103,8 @@ class Dispatcher:
         self.lease = lease
         self.poll = poll
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
-        self.metrics = metrics or Metrics()
-        self.cipher = cipher or MessageCipher(None)
+        self.telemetry = telemetry or NoTelemetry()
+        self.cipher = cipher or PlainText()
         self._wake = asyncio.Event()
         self._next_wake: datetime | None = None
 
@@ -129,13 +118,13 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                sent = await self.dispatch_due()
-                if sent >= self.batch_size:
-                    continue  # a backlog: keep going without sleeping
-                wait = await self._seconds_until_next()
-            except Exception:
-                log.exception("dispatch failed; retrying")
-                wait = self.poll.total_seconds()
+                # Any failure (an outage, or a bug around one follow-up) is waited
+                # out: the follow-ups stay pending and their leases run out.
+                wait = await retrying(self._round, retry_on=Exception, what="dispatch", stop=stop)
+            except Stopped:
+                return
+            if wait is None:
+                continue  # a backlog: keep going without sleeping
             self._wake.clear()
             stop_wait = asyncio.ensure_future(stop.wait())
             wake_wait = asyncio.ensure_future(self._wake.wait())
@@ -148,6 +137,12 @@ class Dispatcher:
                     fut.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await fut
+
+    async def _round(self) -> float | None:
+        """One round; then how long to sleep, or None to go on at once."""
+        if await self.dispatch_due() >= self.batch_size:
+            return None
+        return await self._seconds_until_next()
 
     async def _seconds_until_next(self) -> float:
         now = self.clock()
@@ -166,13 +161,17 @@ class Dispatcher:
         if not claimed:
             return 0
         started = time.perf_counter()
-        late = now - self.policy.max_lateness
-        stale = [c for c in claimed if c.retry_count == 0 and c.followup.scheduled_at < late]
-        fresh = [c for c in claimed if not (c.retry_count == 0 and c.followup.scheduled_at < late)]
+        # Too late on its first attempt (the service was down, say): never sent.
+        # A retried one was on time once, so it keeps its chance.
+        stale: list[ClaimedFollowup] = []
+        fresh: list[ClaimedFollowup] = []
+        for c in claimed:
+            too_late = c.retry_count == 0 and self.policy.too_late(c.followup.scheduled_at, now)
+            (stale if too_late else fresh).append(c)
         if stale:
             await self.store.mark_expired(self.owner, [c.followup.id for c in stale])
             for c in stale:
-                self.metrics.expired.labels(c.followup.trigger_type.value).inc()
+                self.telemetry.expired(c.followup.trigger_type)
             log.info("expired without sending", extra={"count": len(stale)})
         if fresh:
             await self._send(fresh, now)
@@ -204,9 +203,8 @@ class Dispatcher:
         await self.store.mark_executed(self.owner, done, published_at)
         for c, r, err in zip(claimed, rendered, results, strict=True):
             if err is None:
-                self.metrics.executed.labels(c.followup.trigger_type.value, r.template_id).inc()
                 lateness = (published_at - c.followup.scheduled_at).total_seconds()
-                self.metrics.firing_latency.observe(max(lateness, 0.0))
+                self.telemetry.executed(c.followup.trigger_type, r.template_id, max(lateness, 0.0))
         failures = [(c, err) for c, err in zip(claimed, results, strict=True) if err is not None]
         for c, err in zip(claimed, results, strict=True):
             if err is None:
@@ -225,13 +223,10 @@ class Dispatcher:
         counts = await self.publisher.broker_reachable()
         now = self.clock()
         for c, err in failures:
-            self.metrics.publish_errors.labels(c.followup.trigger_type.value).inc()
-            if counts:
-                retry_at = self.retry.next_attempt(c.retry_count, now)
-                if retry_at is None:
-                    self.metrics.failed.labels(c.followup.trigger_type.value).inc()
-            else:
-                retry_at = now + self.retry.base
+            retry_at = (
+                self.retry.next_attempt(c.retry_count, now) if counts else now + self.retry.base
+            )
+            self.telemetry.publish_error(c.followup.trigger_type, gave_up=retry_at is None)
             await self.store.mark_publish_failed(
                 self.owner, c.followup.id, f"{type(err).__name__}: {err}", retry_at, counts=counts
             )

@@ -242,9 +242,9 @@ def _read_schema_file(path: Path) -> Any:
 
 def default_schemas_dir() -> Path:
     """`schemas/` beside the package in a checkout; `consumer/_schemas` in a wheel."""
-    here = Path(__file__).resolve().parent
-    checkout = here.parent / "schemas"
-    return checkout if checkout.is_dir() else here / "_schemas"
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent / "schemas"
+    return checkout if checkout.is_dir() else package / "_schemas"
 
 
 class Codec:

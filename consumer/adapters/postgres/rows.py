@@ -1,0 +1,174 @@
+"""Rows <-> domain values. Pure: no connection, no SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from consumer.domain.model import (
+    Booking,
+    Conversation,
+    Followup,
+    Score,
+    Status,
+    TriggerType,
+    UserState,
+)
+from consumer.service.ports import FollowupView
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def trigger_data(f: Followup) -> dict[str, Any]:
+    """The JSONB `trigger_data` column: what caused the follow-up."""
+    data: dict[str, Any] = {}
+    if f.booking_ids:
+        data["booking_id"] = f.booking_ids[0]
+        data["booking_ids"] = list(f.booking_ids)
+        data["active_booking_ids"] = list(f.active_booking_ids)
+        data["booking_dates"] = {k: d.isoformat() for k, d in f.booking_dates}
+    if f.event_date is not None:
+        data["event_date"] = f.event_date.isoformat()
+    if f.activity_basis is not None:
+        data["last_activity"] = f.activity_basis.isoformat()
+    if f.custom_message is not None:
+        data["custom_message"] = f.custom_message
+    return data
+
+
+def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
+    data = json.loads(row["trigger_data"]) if row["trigger_data"] else {}
+    lease_until = row["lease_until"]
+    return Followup(
+        id=row["id"],
+        user_id=row["user_id"],
+        conversation_id=row["conversation_id"],
+        trigger_type=TriggerType(row["trigger_type"]),
+        scheduled_at=row["scheduled_at"],
+        status=Status(row["status"]),
+        booking_ids=tuple(data.get("booking_ids", ())),
+        active_booking_ids=tuple(data.get("active_booking_ids", ())),
+        booking_dates=tuple(
+            sorted((k, datetime.fromisoformat(v)) for k, v in data.get("booking_dates", {}).items())
+        ),
+        event_date=_dt(data.get("event_date")),
+        activity_basis=_dt(data.get("last_activity")),
+        custom_message=data.get("custom_message"),
+        cancelled_at=row["cancelled_at"],
+        in_flight=lease_until is not None and lease_until > now,
+    )
+
+
+def followup_params(followups: Sequence[Followup]) -> dict[str, list[Any]]:
+    return {
+        "ids": [f.id for f in followups],
+        "users": [f.user_id for f in followups],
+        "convs": [f.conversation_id for f in followups],
+        "types": [f.trigger_type.value for f in followups],
+        "data": [json.dumps(trigger_data(f)) for f in followups],
+        "at": [f.scheduled_at for f in followups],
+        "status": [f.status.value for f in followups],
+        "cancelled": [f.cancelled_at for f in followups],
+    }
+
+
+def history(raw: str | None) -> tuple[Score, ...]:
+    if not raw:
+        return ()
+    return tuple(Score(m, datetime.fromisoformat(t), float(v)) for m, t, v in json.loads(raw))
+
+
+def history_json(scores: Sequence[Score]) -> str:
+    return json.dumps([[s.message_id, s.scored_at.isoformat(), s.value] for s in scores])
+
+
+def user(row: Mapping[Any, Any]) -> UserState:
+    return UserState(
+        user_id=row["user_id"],
+        last_activity_at=row["last_activity_at"],
+        timezone=row["timezone"],
+        timezone_at=row["timezone_at"],
+        reengagement_cycle=row["reengagement_cycle"],
+        refused_followups=row["refused_followups"],
+    )
+
+
+def booking(row: Mapping[Any, Any]) -> Booking:
+    return Booking(
+        booking_id=row["booking_id"],
+        user_id=row["user_id"],
+        event_date=row["event_date"],
+        conversation_id=row["conversation_id"],
+        timezone=row["timezone"],
+        confirmed_at=row["confirmed_at"],
+        confirm_event_id=row["confirm_event_id"],
+        cancelled_at=row["cancelled_at"],
+        cancel_reason=row["cancel_reason"],
+        followup_id=row["followup_id"],
+    )
+
+
+def conversation(row: Mapping[Any, Any]) -> Conversation:
+    return Conversation(
+        conversation_id=row["conversation_id"],
+        user_id=row["user_id"],
+        scores=history(row["history"]),
+        checkin_id=row["checkin_id"],
+    )
+
+
+def write_back_params(
+    users: Sequence[UserState], bookings: Sequence[Booking], convs: Sequence[Conversation]
+) -> dict[str, dict[str, list[Any]]]:
+    """The arrays of each projection's write-back, by column (see sql.WRITE_BACK)."""
+    return {
+        "users": {
+            "user_id": [u.user_id for u in users],
+            "last_activity_at": [u.last_activity_at for u in users],
+            "timezone": [u.timezone for u in users],
+            "timezone_at": [u.timezone_at for u in users],
+            "reengagement_cycle": [u.reengagement_cycle for u in users],
+            "refused_followups": [u.refused_followups for u in users],
+        },
+        "conversations": {
+            "conversation_id": [c.conversation_id for c in convs],
+            "user_id": [c.user_id for c in convs],
+            "history": [history_json(c.scores) for c in convs],
+            "checkin_id": [c.checkin_id for c in convs],
+        },
+        "bookings": {
+            "booking_id": [b.booking_id for b in bookings],
+            "user_id": [b.user_id for b in bookings],
+            "event_date": [b.event_date for b in bookings],
+            "conversation_id": [b.conversation_id for b in bookings],
+            "timezone": [b.timezone for b in bookings],
+            "confirmed_at": [b.confirmed_at for b in bookings],
+            "confirm_event_id": [b.confirm_event_id for b in bookings],
+            "cancelled_at": [b.cancelled_at for b in bookings],
+            "cancel_reason": [b.cancel_reason for b in bookings],
+            "followup_id": [b.followup_id for b in bookings],
+        },
+    }
+
+
+def view(row: Any) -> FollowupView:
+    return FollowupView(
+        id=row.id,
+        user_id=row.user_id,
+        conversation_id=row.conversation_id,
+        trigger_type=row.trigger_type,
+        status=row.status,
+        scheduled_at=row.scheduled_at,
+        executed_at=row.executed_at,
+        cancelled_at=row.cancelled_at,
+        created_at=row.created_at,
+        template_id=row.template_id,
+        message_content=row.message_content,
+        error_message=row.error_message,
+        retry_count=row.retry_count,
+        trigger_data=json.loads(row.trigger_data) if row.trigger_data else {},
+    )

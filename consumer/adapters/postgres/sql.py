@@ -1,0 +1,320 @@
+"""Every SQL statement of the service, by name. Nothing else builds SQL.
+
+The four `UPDATE ... FROM unnest(...)` write-backs of ingest are generated from
+one table of columns (`WRITE_BACK`), so a new projection column is one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import TextClause, text
+
+# --- row shapes -------------------------------------------------------------------------
+
+FOLLOWUP_COLUMNS = (
+    "id",
+    "user_id",
+    "conversation_id",
+    "trigger_type",
+    "scheduled_at",
+    "status",
+    "trigger_data::text AS trigger_data",
+    "cancelled_at",
+    "lease_until",
+    "retry_count",
+)
+_FOLLOWUP = ", ".join(FOLLOWUP_COLUMNS)
+_FOLLOWUP_F = ", ".join(f"f.{c}" for c in FOLLOWUP_COLUMNS)
+
+VIEW_COLUMNS = (
+    "id, user_id, conversation_id, trigger_type, status, scheduled_at, executed_at, "
+    "cancelled_at, created_at, template_id, message_content, error_message, retry_count, "
+    "trigger_data::text AS trigger_data"
+)
+
+# --- ingest: lock, load, write back -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """A projection table: its key, the columns loaded, whether a placeholder row
+    needs a user id ('' marks "not seen yet" where the column is required)."""
+
+    table: str
+    key: str
+    columns: str
+    seed_user: bool
+
+
+USERS = Projection(
+    "user_projection",
+    "user_id",
+    "user_id, last_activity_at, timezone, timezone_at, reengagement_cycle, refused_followups",
+    seed_user=False,
+)
+CONVERSATIONS = Projection(
+    "conversation_emotions",
+    "conversation_id",
+    "conversation_id, user_id, history::text AS history, checkin_id",
+    seed_user=True,
+)
+BOOKINGS = Projection(
+    "booking_projection",
+    "booking_id",
+    "booking_id, user_id, event_date, conversation_id, timezone, confirmed_at, "
+    "confirm_event_id, cancelled_at, cancel_reason, followup_id",
+    seed_user=True,
+)
+PROJECTIONS = (USERS, CONVERSATIONS, BOOKINGS)
+
+
+def _seed(p: Projection) -> TextClause:
+    extra_col, extra_val = (", user_id", ", ''") if p.seed_user else ("", "")
+    return text(
+        f"INSERT INTO {p.table} ({p.key}{extra_col}) "
+        f"SELECT k{extra_val} FROM unnest(CAST(:keys AS varchar[])) AS k ORDER BY k "
+        "ON CONFLICT DO NOTHING"
+    )
+
+
+def _lock(p: Projection) -> TextClause:
+    return text(
+        f"SELECT {p.columns} FROM {p.table} WHERE {p.key} = ANY(CAST(:keys AS varchar[])) "
+        f"ORDER BY {p.key} FOR UPDATE"
+    )
+
+
+SEED = {p.table: _seed(p) for p in PROJECTIONS}
+LOCK = {p.table: _lock(p) for p in PROJECTIONS}
+
+LOCK_FOLLOWUPS = text(
+    # Written as a join through unnest: `user_id = ANY(...) OR id = ANY(...)`
+    # flips to a generic plan that scans every pending row per user.
+    f"SELECT {_FOLLOWUP} FROM scheduled_followups WHERE id IN ("
+    "  SELECT p.id FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
+    "  JOIN scheduled_followups AS p "
+    "    ON p.user_id = u.user_id AND p.status = 'pending' "
+    "  UNION SELECT unnest(CAST(:ids AS varchar[]))) "
+    "ORDER BY id FOR UPDATE"
+)
+
+LOCK_OFFSETS = text(
+    "SELECT topic, partition, next_offset FROM consumer_offsets "
+    "WHERE group_id = :group AND (topic, partition) IN (SELECT * FROM "
+    "unnest(CAST(:topics AS varchar[]), CAST(:parts AS integer[]))) "
+    "ORDER BY topic, partition FOR UPDATE"
+)
+LOAD_OFFSETS = text(
+    "SELECT topic, partition, next_offset FROM consumer_offsets "
+    "WHERE group_id = :group AND (topic, partition) IN "
+    "(SELECT * FROM unnest(CAST(:topics AS varchar[]), CAST(:parts AS integer[])))"
+)
+SAVE_OFFSETS = text(
+    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset) "
+    "SELECT :group, t, p, o FROM unnest(CAST(:topics AS varchar[]), "
+    "CAST(:parts AS integer[]), CAST(:offs AS bigint[])) AS v(t, p, o) "
+    "ON CONFLICT (group_id, topic, partition) DO UPDATE SET "
+    "next_offset = GREATEST(consumer_offsets.next_offset, "
+    "EXCLUDED.next_offset), updated_at = now()"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column written back: its name, SQL type, and how the text is cast."""
+
+    name: str
+    sql_type: str
+    cast: str = ""  # e.g. "::jsonb" when sent as text
+
+
+@dataclass(frozen=True, slots=True)
+class WriteBack:
+    table: str
+    key: str
+    columns: tuple[Column, ...]
+
+    def statement(self) -> TextClause:
+        """UPDATE table SET each column FROM unnest(one array per column)."""
+        arrays = ", ".join(f"CAST(:{c.name} AS {c.sql_type}[])" for c in self.columns)
+        names = ", ".join(c.name for c in self.columns)
+        sets = ", ".join(
+            f"{c.name} = v.{c.name}{c.cast}" for c in self.columns if c.name != self.key
+        )
+        return text(
+            f"UPDATE {self.table} AS t SET {sets}, updated_at = now() "
+            f"FROM unnest({arrays}) AS v({names}) WHERE t.{self.key} = v.{self.key}"
+        )
+
+
+_ID = "varchar"
+_TS = "timestamptz"
+WRITE_BACK = {
+    "users": WriteBack(
+        "user_projection",
+        "user_id",
+        (
+            Column("user_id", _ID),
+            Column("last_activity_at", _TS),
+            Column("timezone", _ID),
+            Column("timezone_at", _TS),
+            Column("reengagement_cycle", "integer"),
+            Column("refused_followups", "integer"),
+        ),
+    ),
+    "conversations": WriteBack(
+        "conversation_emotions",
+        "conversation_id",
+        (
+            Column("conversation_id", _ID),
+            Column("user_id", _ID),
+            Column("history", "text", "::jsonb"),
+            Column("checkin_id", _ID),
+        ),
+    ),
+    "bookings": WriteBack(
+        "booking_projection",
+        "booking_id",
+        (
+            Column("booking_id", _ID),
+            Column("user_id", _ID),
+            Column("event_date", _TS),
+            Column("conversation_id", _ID),
+            Column("timezone", _ID),
+            Column("confirmed_at", _TS),
+            Column("confirm_event_id", _ID),
+            Column("cancelled_at", _TS),
+            Column("cancel_reason", "text"),
+            Column("followup_id", _ID),
+        ),
+    ),
+}
+WRITE_BACK_SQL = {name: wb.statement() for name, wb in WRITE_BACK.items()}
+
+UPSERT_FOLLOWUPS = text(
+    # The WHERE guard keeps an executed (or failed, cancelled) row as it is even
+    # if a stale decision reaches it: only pending and expired rows change here.
+    "INSERT INTO scheduled_followups (id, user_id, conversation_id, trigger_type, "
+    "trigger_data, scheduled_at, due_at, status, cancelled_at) "
+    "SELECT id, user_id, conversation_id, trigger_type, data::jsonb, at, at, status, "
+    "cancelled_at FROM unnest(CAST(:ids AS varchar[]), CAST(:users AS varchar[]), "
+    "CAST(:convs AS varchar[]), CAST(:types AS varchar[]), CAST(:data AS text[]), "
+    "CAST(:at AS timestamptz[]), CAST(:status AS varchar[]), "
+    "CAST(:cancelled AS timestamptz[])) "
+    "AS v(id, user_id, conversation_id, trigger_type, data, at, status, cancelled_at) "
+    "ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, "
+    "trigger_data = EXCLUDED.trigger_data, scheduled_at = EXCLUDED.scheduled_at, "
+    "due_at = EXCLUDED.due_at, status = EXCLUDED.status, "
+    "cancelled_at = EXCLUDED.cancelled_at, updated_at = now() "
+    "WHERE scheduled_followups.status IN ('pending', 'expired') "
+    "AND scheduled_followups.lease_owner IS NULL"
+)
+
+# --- dispatch ------------------------------------------------------------------------------
+
+CLAIM_DUE = text(
+    "WITH due AS (SELECT id FROM scheduled_followups "
+    "  WHERE status = 'pending' AND due_at <= :now "
+    "  AND (lease_until IS NULL OR lease_until < :now) "
+    "  ORDER BY due_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
+    "UPDATE scheduled_followups AS f SET lease_owner = :owner, "
+    f"lease_until = :until FROM due WHERE f.id = due.id RETURNING {_FOLLOWUP_F}"
+)
+FIRING_SCORES = text(
+    "SELECT conversation_id, history::text AS history FROM conversation_emotions "
+    "WHERE conversation_id = ANY(CAST(:ids AS varchar[]))"
+)
+FIRING_USERS = text(
+    "SELECT user_id, last_activity_at, timezone FROM user_projection "
+    "WHERE user_id = ANY(CAST(:ids AS varchar[]))"
+)
+FIRING_LIVE_BOOKINGS = text(
+    "SELECT DISTINCT user_id FROM booking_projection "
+    "WHERE user_id = ANY(CAST(:ids AS varchar[])) "
+    "AND confirmed_at IS NOT NULL AND cancelled_at IS NULL"
+)
+MARK_EXECUTED = text(
+    "UPDATE scheduled_followups AS f SET status = 'executed', executed_at = :now, "
+    "template_id = v.template_id, message_content = v.message, "
+    "lease_owner = NULL, lease_until = NULL, updated_at = now() "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:templates AS varchar[]), "
+    "CAST(:messages AS text[])) AS v(id, template_id, message) "
+    "WHERE f.id = v.id AND f.lease_owner = :owner AND f.status = 'pending'"
+)
+MARK_EXPIRED = text(
+    "UPDATE scheduled_followups SET status = 'expired', lease_owner = NULL, "
+    "lease_until = NULL, updated_at = now() "
+    "WHERE id = ANY(CAST(:ids AS varchar[])) AND lease_owner = :owner "
+    "AND status = 'pending'"
+)
+MARK_PUBLISH_FAILED = text(
+    "UPDATE scheduled_followups SET "
+    "retry_count = retry_count + CAST(:step AS integer), "
+    "error_message = :error, lease_owner = NULL, lease_until = NULL, "
+    "status = CASE WHEN CAST(:retry_at AS timestamptz) IS NULL "
+    "  THEN 'failed' ELSE status END, "
+    "due_at = COALESCE(CAST(:retry_at AS timestamptz), due_at), "
+    "updated_at = now() "
+    "WHERE id = :id AND lease_owner = :owner AND status = 'pending'"
+)
+NEXT_DUE_AT = text(
+    # Walks the partial index of pending rows.
+    "SELECT due_at FROM scheduled_followups WHERE status = 'pending' "
+    "AND (lease_until IS NULL OR lease_until < :now) ORDER BY due_at LIMIT 1"
+)
+
+# --- periodic work ---------------------------------------------------------------------------
+
+TRY_ADVISORY_LOCK = text("SELECT pg_try_advisory_lock(hashtext(:k))")
+ADVISORY_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(:k))")
+MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+INACTIVE_WITHOUT_REENGAGEMENT = text(
+    # A pre-filter only: `rules.sweep_reengagement` decides, under lock, for each
+    # user returned. It must never leave out a user the rule would pick.
+    "SELECT u.user_id FROM user_projection u "
+    "WHERE u.last_activity_at <= :idle_since AND u.user_id > :after "
+    "AND NOT EXISTS (SELECT 1 FROM scheduled_followups f "
+    "  WHERE f.user_id = u.user_id AND f.trigger_type = 're_engagement' "
+    "  AND (f.status = 'pending' OR (f.status IN ('executed', 'failed', "
+    "  'cancelled') AND (f.trigger_data->>'last_activity')::timestamptz "
+    "  >= u.last_activity_at))) "
+    "ORDER BY u.user_id LIMIT :limit"
+)
+DELETE_EXECUTED_BEFORE = text(
+    "DELETE FROM scheduled_followups WHERE id IN ("
+    "SELECT id FROM scheduled_followups WHERE status = 'executed' "
+    "AND executed_at < :cutoff LIMIT :chunk)"
+)
+
+# --- operations ------------------------------------------------------------------------------
+
+LIST_FOLLOWUPS = text(
+    f"SELECT {VIEW_COLUMNS} FROM scheduled_followups "
+    "WHERE (CAST(:user AS varchar) IS NULL OR user_id = :user) "
+    "AND (CAST(:status AS varchar) IS NULL OR status = :status) "
+    "AND (CAST(:trigger AS varchar) IS NULL OR trigger_type = :trigger) "
+    "ORDER BY scheduled_at DESC, id LIMIT :limit"
+)
+GET_FOLLOWUP = text(f"SELECT {VIEW_COLUMNS} FROM scheduled_followups WHERE id = :id")
+CANCEL_FOLLOWUP = text(
+    "UPDATE scheduled_followups SET status = 'cancelled', cancelled_at = :now, "
+    "updated_at = now() WHERE id = :id AND status = 'pending' "
+    "AND (lease_until IS NULL OR lease_until < :now) RETURNING id"
+)
+FOLLOWUP_EXISTS = text("SELECT 1 FROM scheduled_followups WHERE id = :id")
+ERASE_USER = {
+    table: text(f"DELETE FROM {table} WHERE user_id = :user")
+    for table in (
+        "scheduled_followups",
+        "booking_projection",
+        "conversation_emotions",
+        "user_projection",
+    )
+}
+FIGURES = text(
+    "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, "
+    "count(*) FILTER (WHERE status = 'executed' AND executed_at >= :midnight) "
+    "AS executed_today FROM scheduled_followups "
+    "WHERE status = 'pending' OR (status = 'executed' AND executed_at >= :midnight)"
+)

@@ -1,0 +1,337 @@
+"""The PostgreSQL store: the only code that talks to the database (with
+`engine`, which creates and migrates it). Implements `service.ports.Store`.
+
+Ingest: `PostgresUnitOfWork` locks and loads the rows a batch touches, then
+writes back what changed and the consumer offsets, all in one transaction, with
+set-based statements (arrays through `unnest`), never one round trip per event.
+
+Dispatch: claims due follow-ups with `FOR UPDATE SKIP LOCKED` and a lease, and
+records the outcome only while it still holds that lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from consumer.adapters.postgres import rows, sql
+from consumer.adapters.postgres.engine import create_engine, migrate
+from consumer.adapters.postgres.errors import (
+    INSUFFICIENT_PRIVILEGE,
+    sqlstate,
+    translated,
+    translating,
+)
+from consumer.domain.model import Followup, Status, TriggerType, reengagement_id
+from consumer.domain.working_set import WorkingSet
+from consumer.service.ports import (
+    BatchKeys,
+    CancelResult,
+    ClaimedFollowup,
+    Executed,
+    Figures,
+    FiringFacts,
+    FollowupView,
+    Partition,
+)
+
+__all__ = ["PostgresStore", "PostgresUnitOfWork", "create_engine", "migrate", "upsert_followups"]
+
+
+def _offset_params(group_id: str, partitions: Sequence[Partition]) -> dict[str, Any]:
+    return {
+        "group": group_id,
+        "topics": [t for t, _ in partitions],
+        "parts": [p for _, p in partitions],
+    }
+
+
+class PostgresUnitOfWork:
+    """One batch: lock, load, save, offsets; commit or nothing."""
+
+    def __init__(self, conn: AsyncConnection, group_id: str) -> None:
+        self.conn = conn
+        self.group_id = group_id
+
+    async def lock_and_load(self, keys: BatchKeys, now: datetime) -> WorkingSet:
+        # Rows are created first so that every key has a row to lock; locks are
+        # taken in one global order (users, conversations, bookings, each sorted)
+        # so concurrent instances cannot deadlock on them.
+        users = sorted(keys.user_ids)
+        user_rows = await self._lock_rows(sql.USERS, users)
+        conv_rows = await self._lock_rows(sql.CONVERSATIONS, sorted(keys.conversation_ids))
+        booking_rows = await self._lock_rows(sql.BOOKINGS, sorted(keys.booking_ids))
+        ws = WorkingSet.of(
+            users=[rows.user(r) for r in user_rows],
+            bookings=[rows.booking(r) for r in booking_rows if r["user_id"] != ""],
+            conversations=[rows.conversation(r) for r in conv_rows if r["user_id"] != ""],
+        )
+        wanted = {b.followup_id for b in ws.bookings.values() if b.followup_id}
+        wanted |= {c.checkin_id for c in ws.conversations.values() if c.checkin_id}
+        wanted |= {
+            reengagement_id(u.user_id, u.reengagement_cycle)
+            for u in ws.users.values()
+            if u.reengagement_cycle is not None
+        }
+        result = await self.conn.execute(
+            sql.LOCK_FOLLOWUPS, {"users": users, "ids": sorted(wanted)}
+        )
+        ws.add_loaded(rows.followup_from_row(row, now) for row in result.mappings())
+        return ws
+
+    async def _lock_rows(
+        self, projection: sql.Projection, keys: list[str]
+    ) -> Sequence[Mapping[Any, Any]]:
+        if not keys:
+            return []
+        await self.conn.execute(sql.SEED[projection.table], {"keys": keys})
+        result = await self.conn.execute(sql.LOCK[projection.table], {"keys": keys})
+        return list(result.mappings())
+
+    async def lock_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        wanted = sorted(partitions)
+        result = await self.conn.execute(sql.LOCK_OFFSETS, _offset_params(self.group_id, wanted))
+        return {(r.topic, r.partition): r.next_offset for r in result}
+
+    async def save(self, ws: WorkingSet, offsets: Mapping[Partition, int]) -> None:
+        users, bookings, convs, followups = ws.changed()
+        params = rows.write_back_params(users, bookings, convs)
+        for name, changed in (("users", users), ("conversations", convs), ("bookings", bookings)):
+            if changed:
+                await self.conn.execute(sql.WRITE_BACK_SQL[name], params[name])
+        if followups:
+            await upsert_followups(self.conn, followups)
+        if offsets:
+            await self.conn.execute(
+                sql.SAVE_OFFSETS,
+                {**_offset_params(self.group_id, list(offsets)), "offs": list(offsets.values())},
+            )
+
+
+async def upsert_followups(conn: AsyncConnection, followups: Sequence[Followup]) -> None:
+    """Insert new follow-ups and move/cancel open ones; closed rows are never reopened."""
+    await conn.execute(sql.UPSERT_FOLLOWUPS, rows.followup_params(followups))
+
+
+class PostgresStore:
+    def __init__(self, engine: AsyncEngine, group_id: str) -> None:
+        self.engine = engine
+        self.group_id = group_id
+
+    @classmethod
+    def connect(cls, database_url: str, group_id: str, *, pool_size: int = 5) -> PostgresStore:
+        return cls(create_engine(database_url, pool_size=pool_size), group_id)
+
+    async def migrate(self) -> bool:
+        """Bring the schema up to date; False when this role may not (least privilege)."""
+        try:
+            with translated():
+                await migrate(self.engine)
+        except DBAPIError as exc:
+            if sqlstate(exc) != INSUFFICIENT_PRIVILEGE:
+                raise
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresUnitOfWork]:
+        with translated():
+            async with self.engine.begin() as conn:
+                yield PostgresUnitOfWork(conn, self.group_id)
+
+    @translating
+    async def load_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        async with self.engine.connect() as conn:
+            result = await conn.execute(sql.LOAD_OFFSETS, _offset_params(self.group_id, wanted))
+            return {(r.topic, r.partition): r.next_offset for r in result}
+
+    # --- dispatch ---
+
+    @translating
+    async def claim_due(
+        self, owner: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[ClaimedFollowup]:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sql.CLAIM_DUE, {"now": now, "limit": limit, "owner": owner, "until": now + lease}
+            )
+            found = list(result.mappings())
+        return [
+            ClaimedFollowup(
+                followup=rows.followup_from_row({**row, "lease_until": None}, now),
+                retry_count=row["retry_count"],
+            )
+            for row in found
+        ]
+
+    @translating
+    async def firing_facts(self, followups: Sequence[Followup]) -> FiringFacts:
+        conv_ids = sorted({f.conversation_id for f in followups if f.conversation_id})
+        user_ids = sorted({f.user_id for f in followups})
+        async with self.engine.connect() as conn:
+            convs = await conn.execute(sql.FIRING_SCORES, {"ids": conv_ids})
+            scores = {r.conversation_id: rows.history(r.history) for r in convs}
+            users = list(await conn.execute(sql.FIRING_USERS, {"ids": user_ids}))
+            activity = {r.user_id: r.last_activity_at for r in users if r.last_activity_at}
+            zones = {r.user_id: r.timezone for r in users if r.timezone}
+            live = await conn.execute(sql.FIRING_LIVE_BOOKINGS, {"ids": user_ids})
+            with_booking = frozenset(r.user_id for r in live)
+        return FiringFacts(scores, activity, zones, with_booking)
+
+    @translating
+    async def mark_executed(self, owner: str, done: Sequence[Executed], now: datetime) -> int:
+        if not done:
+            return 0
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sql.MARK_EXECUTED,
+                {
+                    "now": now,
+                    "owner": owner,
+                    "ids": [d.id for d in done],
+                    "templates": [d.template_id for d in done],
+                    "messages": [d.message for d in done],
+                },
+            )
+            return int(result.rowcount)
+
+    @translating
+    async def mark_expired(self, owner: str, ids: Sequence[str]) -> int:
+        if not ids:
+            return 0
+        async with self.engine.begin() as conn:
+            result = await conn.execute(sql.MARK_EXPIRED, {"ids": list(ids), "owner": owner})
+            return int(result.rowcount)
+
+    @translating
+    async def mark_publish_failed(
+        self, owner: str, id_: str, error: str, retry_at: datetime | None, *, counts: bool = True
+    ) -> None:
+        """Record a failed attempt: retry at `retry_at`, or give up (`failed`) when None.
+
+        `counts=False` (the broker itself was unreachable) releases the claim
+        without using up one of the follow-up's retries.
+        """
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sql.MARK_PUBLISH_FAILED,
+                {
+                    "id": id_,
+                    "owner": owner,
+                    "error": error[:2000],
+                    "retry_at": retry_at,
+                    "step": 1 if counts else 0,
+                },
+            )
+
+    @translating
+    async def next_due_at(self, now: datetime) -> datetime | None:
+        """When the earliest claimable follow-up falls due."""
+        async with self.engine.connect() as conn:
+            value: datetime | None = (await conn.execute(sql.NEXT_DUE_AT, {"now": now})).scalar()
+            return value
+
+    # --- periodic work ---
+
+    @asynccontextmanager
+    async def exclusive(self, job: str) -> AsyncIterator[bool]:
+        """Yields True for the one instance that holds the job's advisory lock."""
+        with translated():
+            async with self.engine.connect() as conn:
+                key = {"k": f"followup-consumer:{self.group_id}:{job}"}
+                got = bool((await conn.execute(sql.TRY_ADVISORY_LOCK, key)).scalar())
+                try:
+                    yield got
+                finally:
+                    if got:
+                        await conn.execute(sql.ADVISORY_UNLOCK, key)
+                    await conn.commit()
+
+    @translating
+    async def inactive_without_reengagement(
+        self, idle_since: datetime, after: str, limit: int
+    ) -> list[str]:
+        """Users idle since `idle_since` with no pending re-engagement and none sent
+        for their latest activity: candidates for the daily sweep, by user id."""
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                sql.INACTIVE_WITHOUT_REENGAGEMENT,
+                {"idle_since": idle_since, "after": after, "limit": limit},
+            )
+            return [r.user_id for r in result]
+
+    @translating
+    async def delete_executed_before(self, cutoff: datetime, chunk: int = 10_000) -> int:
+        """Retention: executed follow-ups older than the cutoff, in short transactions."""
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                result = await conn.execute(
+                    sql.DELETE_EXECUTED_BEFORE, {"cutoff": cutoff, "chunk": chunk}
+                )
+            total += result.rowcount
+            if result.rowcount < chunk:
+                return total
+
+    # --- operations ---
+
+    @translating
+    async def list_followups(
+        self,
+        *,
+        user_id: str | None,
+        status: Status | None,
+        trigger_type: TriggerType | None,
+        limit: int,
+    ) -> list[FollowupView]:
+        async with self.engine.connect() as conn:
+            result = await conn.execute(
+                sql.LIST_FOLLOWUPS,
+                {
+                    "user": user_id,
+                    "status": status.value if status else None,
+                    "trigger": trigger_type.value if trigger_type else None,
+                    "limit": limit,
+                },
+            )
+            return [rows.view(r) for r in result]
+
+    @translating
+    async def get_followup(self, id_: str) -> FollowupView | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sql.GET_FOLLOWUP, {"id": id_})).first()
+            return rows.view(row) if row else None
+
+    @translating
+    async def cancel_followup(self, id_: str, now: datetime) -> CancelResult:
+        async with self.engine.begin() as conn:
+            result = await conn.execute(sql.CANCEL_FOLLOWUP, {"id": id_, "now": now})
+            if result.first() is not None:
+                return CancelResult.CANCELLED
+            exists = await conn.execute(sql.FOLLOWUP_EXISTS, {"id": id_})
+            return CancelResult.NOT_PENDING if exists.first() else CancelResult.NOT_FOUND
+
+    @translating
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        async with self.engine.begin() as conn:
+            for table, statement in sql.ERASE_USER.items():
+                counts[table] = (await conn.execute(statement, {"user": user_id})).rowcount
+        return counts
+
+    @translating
+    async def figures(self, midnight: datetime) -> Figures:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sql.FIGURES, {"midnight": midnight})).one()
+            return Figures(int(row.pending), int(row.executed_today))

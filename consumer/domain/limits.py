@@ -1,0 +1,53 @@
+"""The input rules every edge applies: Kafka values (wire), HTTP and the CLI.
+
+Defined once so that a value accepted at one door is accepted at every other,
+and nothing reaches PostgreSQL that it would refuse (NUL, lone surrogates).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+ID_MAX_CHARS: Final = 255
+ACTIVITY_TYPE_MAX_CHARS: Final = 100
+FREE_TEXT_MAX_CHARS: Final = 1000
+MESSAGE_MAX_CHARS: Final = 4000
+LIST_LIMIT_MAX: Final = 1000
+# Anything outside this window is a producer bug (epoch zero, ms-vs-s mix-ups),
+# not a real booking; scheduling from it would fire or expire nonsense.
+EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL could not store this text, or None: NUL characters, and
+    lone surrogates (bytes that were not UTF-8, or a JSON `\\ud800`)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid UTF-8 (lone surrogate)"
+    return None
+
+
+def bounded_text_problem(value: str, max_chars: int, *, required: bool = True) -> str | None:
+    """Why this text field is not acceptable: blank when required, too long, or
+    not storable (see `text_problem`)."""
+    if required and not value.strip():
+        return "must not be empty or blank"
+    if len(value) > max_chars:
+        return f"must be at most {max_chars} characters, got {len(value)}"
+    return text_problem(value)
+
+
+def identifier_problem(value: str) -> str | None:
+    """Why this is not a usable id (user, booking, conversation, follow-up).
+    Ids are opaque: kept verbatim, never stripped."""
+    return bounded_text_problem(value, ID_MAX_CHARS)
+
+
+def message_problem(value: str) -> str | None:
+    """Why this is not a usable custom message."""
+    return bounded_text_problem(value, MESSAGE_MAX_CHARS)

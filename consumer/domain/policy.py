@@ -1,0 +1,63 @@
+"""The tunable numbers of the contract and the decisions made from them alone:
+lateness (when a follow-up is too old to send) and retry backoff.
+
+Built from the settings by `consumer.bootstrap`; nothing here reads them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from consumer.domain.model import Status
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The rules' parameters, as durations."""
+
+    followup_delay: timedelta = timedelta(hours=24)
+    checkin_delay: timedelta = timedelta(hours=24)
+    inactive_after: timedelta = timedelta(days=30)
+    send_hour: int = 9
+    default_timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    history_limit: int = 5
+    max_pending_per_user: int = 10
+    max_lateness: timedelta = timedelta(hours=48)
+
+    def too_late(self, scheduled_at: datetime, now: datetime) -> bool:
+        """Older than MAX_LATENESS (backfill, long outage): never worth sending."""
+        return scheduled_at < now - self.max_lateness
+
+    def status_for(self, scheduled_at: datetime, now: datetime) -> Status:
+        """The status a follow-up is stored with: too late ones are `expired`."""
+        return Status.EXPIRED if self.too_late(scheduled_at, now) else Status.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Doubling delays, capped: `first`, twice that, four times... up to `cap`."""
+
+    first: timedelta = timedelta(seconds=0.5)
+    cap: timedelta = timedelta(seconds=30)
+
+    def delay(self, failures_so_far: int) -> timedelta:
+        # min() before the power would overflow on long outages; 2**64 is plenty.
+        result: timedelta = min(self.first * (2 ** min(failures_so_far, 64)), self.cap)
+        return result
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Publish retries of one follow-up: MAX_RETRIES, then `failed`."""
+
+    max_retries: int = 5
+    base: timedelta = timedelta(seconds=2)
+    cap: timedelta = timedelta(minutes=5)
+
+    def next_attempt(self, retries_so_far: int, now: datetime) -> datetime | None:
+        """When to try again after a failed attempt; None: give up (`failed`)."""
+        if retries_so_far >= self.max_retries:
+            return None
+        return now + Backoff(self.base, self.cap).delay(retries_so_far)

@@ -1,0 +1,249 @@
+"""One running instance: the ingest loop, the dispatch loop, HTTP, graceful stop.
+
+The parts come wired from `consumer.bootstrap`; this module only starts them,
+feeds the ingest loop from Kafka, and stops them in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from consumer.adapters.kafka import OffsetsFromDatabase, ensure_topics, make_consumer
+from consumer.bootstrap import Clock, Wired, build, store_from_settings, utc_now
+from consumer.config import Settings
+from consumer.entrypoints.http_api import HttpContext, create_app, make_server
+from consumer.entrypoints.scheduler import build_scheduler
+from consumer.service.health import HealthReport, lag_of
+from consumer.service.ingest import PreparedBatch
+from consumer.service.ports import BatchOutcome, InRecord, Unavailable
+from consumer.service.retry import Stopped, retrying
+
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 15.0
+KAFKA_COMMIT_SECONDS = 5.0
+
+__all__ = ["Service", "run_migrations", "run_service", "utc_now"]
+
+
+class Service:
+    """Lifecycle of one instance around the wired parts."""
+
+    def __init__(
+        self, settings: Settings, clock: Clock = utc_now, wired: Wired | None = None
+    ) -> None:
+        self.settings = settings
+        self.parts = wired or build(settings, clock=clock)
+        self.stop = asyncio.Event()
+        self.consumer: AIOKafkaConsumer = make_consumer(settings)
+        self.batch_lock = asyncio.Lock()
+        self.scheduler = build_scheduler(self.parts.periodic, self.parts.policy)
+        token = settings.admin_token
+        self.http = (
+            make_server(
+                create_app(
+                    HttpContext(
+                        self.parts.operations,
+                        self.parts.metrics,
+                        self.health_report,
+                        token.get_secret_value() if token else None,
+                    )
+                ),
+                settings.http_host,
+                settings.http_port,
+            )
+            if settings.http_port
+            else None
+        )
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        # Next offset per partition applied by this instance (mirrored to Kafka).
+        self.positions: dict[TopicPartition, int] = {}
+
+    async def run(self) -> None:
+        s = self.settings
+        await self._migrate()
+        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
+        if self.parts.producer is not None:
+            await self.parts.producer.start()
+        listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
+        self.consumer.subscribe(list(s.input_topics), listener=listener)
+        await self.consumer.start()
+        log.info(
+            "consumer started",
+            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
+        )
+        self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
+        if s.scheduler_enabled:
+            self.tasks["dispatch"] = asyncio.create_task(
+                self.parts.dispatcher.run(self.stop), name="dispatch"
+            )
+            self.scheduler.start()
+        if self.http is not None:
+            self.tasks["http"] = asyncio.create_task(self.http.serve(), name="http")
+        tasks = list(self.tasks.values())
+        try:
+            await self._until_stopped(tasks)
+        finally:
+            self.stop.set()
+            if self.http is not None:
+                self.http.should_exit = True
+            # Let the batch in hand commit and the dispatch round finish; a batch cut
+            # short would only be read again, but a clean stop need not do that.
+            await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+            for t in tasks:
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            await self._close()
+
+    async def _until_stopped(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        stopper = asyncio.create_task(self.stop.wait())
+        done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for t in done:
+            if t is not stopper and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+
+    async def _migrate(self) -> None:
+        """Bring the schema up to date, unless this role may not (least privilege)."""
+        if not self.settings.migrate_on_start:
+            return
+        if not await self.parts.store.migrate():
+            # Run as a role without DDL rights: `followup-consumer migrate` is the
+            # owner's job. Go on if the schema is there (the first query would fail).
+            log.warning(
+                "no privilege to migrate; assuming the owner ran `followup-consumer migrate`"
+            )
+
+    async def health_report(self) -> HealthReport:
+        """The old scheduler's figures (same names) plus consumer and database state."""
+        s = self.settings
+        figures: dict[str, int] | None
+        database_error: str | None = None
+        try:
+            figures = dict(await asyncio.wait_for(self.parts.operations.figures(), timeout=3))
+        except Exception as exc:
+            figures, database_error = None, f"{type(exc).__name__}: {exc}"
+        ingest = self.tasks.get("ingest")
+        dispatch = self.tasks.get("dispatch")
+        assigned = self.consumer.assignment()
+        ends = {(tp.topic, tp.partition): self.consumer.highwater(tp) for tp in assigned}
+        applied = {(tp.topic, tp.partition): o for tp, o in self.positions.items()}
+        return HealthReport(
+            group=s.kafka_group_id,
+            database_error=database_error,
+            kafka_error=None,
+            figures=figures,
+            partitions=lag_of(ends, applied, missing_is_zero=False),
+            ingesting=ingest is not None and not ingest.done(),
+            scheduler_enabled=s.scheduler_enabled,
+            scheduler_running=(
+                s.scheduler_enabled
+                and dispatch is not None
+                and not dispatch.done()
+                and self.scheduler.running
+            ),
+            apscheduler_jobs=len(self.scheduler.get_jobs()) if self.scheduler.running else 0,
+        )
+
+    async def _close(self) -> None:
+        if self.http is not None:
+            self.http.should_exit = True
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        with contextlib.suppress(Exception):
+            await self.consumer.stop()
+        if self.parts.producer is not None:
+            with contextlib.suppress(Exception):
+                await self.parts.producer.stop()
+        await self.parts.store.close()
+        log.info("consumer stopped")
+
+    async def _ingest_loop(self) -> None:
+        s = self.settings
+        last_kafka_commit = 0.0
+        while not self.stop.is_set():
+            batch = await self.consumer.getmany(
+                timeout_ms=s.ingest_fetch_timeout_ms, max_records=s.ingest_batch_max_records
+            )
+            records = [r for rs in batch.values() for r in rs]
+            if not records:
+                continue
+            async with self.batch_lock:
+                try:
+                    outcome = await self._apply_through_outages(records)
+                except Stopped:
+                    return
+            self._applied(outcome, batch)
+            loop_time = asyncio.get_running_loop().time()
+            if loop_time - last_kafka_commit > KAFKA_COMMIT_SECONDS:
+                last_kafka_commit = loop_time
+                await self._commit_to_kafka()
+
+    async def _apply_through_outages(self, records: Sequence[InRecord]) -> BatchOutcome:
+        """Nothing more is fetched until this batch is applied."""
+        prepared: PreparedBatch = self.parts.ingestor.prepare(records)
+        return await retrying(
+            lambda: self.parts.ingestor.apply(prepared),
+            retry_on=Unavailable,
+            what="batch (infrastructure unavailable)",
+            stop=self.stop,
+        )
+
+    def _applied(self, outcome: BatchOutcome, batch: dict[TopicPartition, list[InRecord]]) -> None:
+        events = sum(len(rs) for rs in batch.values())
+        self.parts.dispatcher.notify(outcome.earliest_due)
+        self.parts.metrics.batch_applied(outcome, events)
+        log.info(
+            "batch applied",
+            extra={
+                "events": events,
+                "dead": sum(outcome.dead.values()),
+                "seconds": round(outcome.seconds, 4),
+            },
+        )
+        for tp, rs in batch.items():
+            if rs:
+                self.positions[tp] = rs[-1].offset + 1
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    self.parts.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(0, highwater - self.positions[tp])
+                    )
+
+    async def _commit_to_kafka(self) -> None:
+        """Mirror positions into Kafka for lag tooling; PostgreSQL stays authoritative."""
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: OffsetAndMetadata(offset, "")
+            for tp, offset in self.positions.items()
+            if tp in assigned
+        }
+        try:
+            await self.consumer.commit(offsets)
+        except Exception as exc:  # a rebalance in progress, for one
+            log.debug("kafka commit skipped", extra={"error": repr(exc)})
+
+
+async def run_service(settings: Settings) -> None:
+    service = Service(settings)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, service.stop.set)
+    await service.run()
+
+
+async def run_migrations(settings: Settings) -> bool:
+    """`followup-consumer migrate`; False when this role may not change the schema."""
+    store = store_from_settings(settings, pool_size=1)
+    try:
+        return await store.migrate()
+    finally:
+        await store.close()

@@ -54,34 +54,6 @@ async def produce(
         await producer.stop()
 
 
-async def read_topic(
-    settings: Settings, topic: str, expected: int, timeout: float = 30.0
-) -> list[Any]:
-    """Every record of a topic from the beginning, once at least `expected` arrived."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for rs in batch.values():
-                records.extend(rs)
-        # A little longer, so that extra (duplicate) records would be seen too.
-        batch = await consumer.getmany(timeout_ms=500)
-        for rs in batch.values():
-            records.extend(rs)
-    finally:
-        await consumer.stop()
-    return records
-
-
 async def wait_until(
     probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 30.0
 ) -> T:

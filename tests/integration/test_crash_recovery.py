@@ -137,6 +137,7 @@ def with_garbage(settings: Settings, events: Sequence[Event]) -> tuple[list[Raw]
     return raw, bad
 
 
+@pytest.mark.timeout(360)  # ~25 s alone; its own waits add up to minutes under load
 async def test_sigkilled_service_converges_to_the_uninterrupted_state(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -23,7 +23,9 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-pytestmark = pytest.mark.integration
+# The module's instance comes up (up to 240 s) in the first test's setup and is
+# cleaned (up to 120 s) in the last one's teardown; both count against the limit.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(450)]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = REPO_ROOT / "scripts" / "services"

@@ -24,6 +24,7 @@ def _ep(services: Services) -> Endpoints:
 # An AF_UNIX socket left unclosed by a subprocess/thread helper surfaces as an
 # unraisable ResourceWarning at collection of garbage; it says nothing about faults.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.timeout(600)  # ~100 s alone: two runs of 10k events, five kills, a replay
 async def test_sigkill_loses_nothing_and_replay_changes_nothing(services: Services) -> None:
     row, ref_run, _ = await scenario_kills(_ep(services), 10_000, kills=5, keep_reference=True)
     assert ref_run is not None
@@ -39,6 +40,7 @@ async def test_sigkill_loses_nothing_and_replay_changes_nothing(services: Servic
     assert replay.ok, "\n".join(replay.notes)
 
 
+@pytest.mark.timeout(300)  # ~35 s alone
 async def test_bad_values_are_dead_lettered_and_nothing_valid_is_lost(
     services: Services,
 ) -> None:

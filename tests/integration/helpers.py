@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 from pydantic import SecretStr
 
 from consumer.adapters.codec import Codec
-from consumer.adapters.kafka import ensure_topics
+from consumer.adapters.kafka import client_options, ensure_topics
 from consumer.config import Settings
 from consumer.entrypoints.runner import Service
 
@@ -51,34 +52,6 @@ async def produce(
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-
-
-async def read_topic(
-    settings: Settings, topic: str, expected: int, timeout: float = 30.0
-) -> list[Any]:
-    """Every record of a topic from the beginning, once at least `expected` arrived."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for rs in batch.values():
-                records.extend(rs)
-        # A little longer, so that extra (duplicate) records would be seen too.
-        batch = await consumer.getmany(timeout_ms=500)
-        for rs in batch.values():
-            records.extend(rs)
-    finally:
-        await consumer.stop()
-    return records
 
 
 async def wait_until(
@@ -323,6 +296,160 @@ async def wait_consumed(
 
     got = await wait_until(lambda: consumed(settings), done, timeout)
     assert got == n, f"consumer committed {got} records, but only {n} were produced"
+
+
+# --- Waiting for "nothing more happens" without sleeping ----------------------------------
+# A check that nothing (more) happened is only worth something once the service has
+# provably gone past the input: its offsets stored in PostgreSQL have reached the end
+# of the input topics, and no follow-up is left due. Then reading an output topic up
+# to its end offsets is exact; a fixed sleep would pass untested on a slow machine.
+
+
+async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of `topics`, which must exist."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(topics))
+    finally:
+        await admin.close()
+    missing = [t["topic"] for t in described if t["error_code"] != 0]
+    assert not missing, f"no such topics: {missing}"
+    return sorted(
+        TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]
+    )
+
+
+async def end_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """The end offset (offset of the next record to be written) of every partition."""
+    partitions = await partitions_of(settings, topics)
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
+    await consumer.start()
+    try:
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def stored_offsets(settings: Settings, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """`next_offset` per partition as stored in PostgreSQL for this group (with the
+    effects of the records before it); empty before the schema exists."""
+    try:
+        rows = await query(
+            settings,
+            "SELECT topic, partition, next_offset FROM consumer_offsets "
+            "WHERE group_id = $1 AND topic = ANY($2::text[])",
+            settings.kafka_group_id,
+            list(topics),
+        )
+    except (asyncpg.UndefinedTableError, asyncpg.InvalidCatalogNameError):
+        return {}
+    return {TopicPartition(r["topic"], r["partition"]): int(r["next_offset"]) for r in rows}
+
+
+async def consumed_to_end(
+    settings: Settings,
+    topics: Sequence[str] | None = None,
+    *,
+    timeout: float = 60.0,
+    service: Service | None = None,
+) -> None:
+    """Until the service has applied every record of `topics` (default: the input
+    topics) written before this call: the offsets it stored in PostgreSQL reach the
+    end offsets seen now, on every partition.
+
+    With `service` (from `running`), fails at once if that service has stopped."""
+    topics = list(topics) if topics is not None else input_topics(settings)
+    ends = await end_offsets(settings, topics)
+
+    def done(stored: dict[TopicPartition, int]) -> bool:
+        if service is not None and service.stop.is_set():
+            raise AssertionError(f"the service stopped at {stored}, short of {ends}")
+        return all(stored.get(tp, 0) >= end for tp, end in ends.items())
+
+    stored = await wait_until(lambda: stored_offsets(settings, topics), done, timeout)
+    beyond = {tp: (stored[tp], end) for tp, end in ends.items() if stored.get(tp, 0) > end}
+    assert not beyond, f"offsets stored past the end of the log (stored, end): {beyond}"
+
+
+async def due_pending(settings: Settings) -> int:
+    """Follow-ups due now and still pending (claimed or not): work dispatch has left."""
+    rows = await query(
+        settings,
+        "SELECT count(*) AS n FROM scheduled_followups "
+        "WHERE status = 'pending' AND due_at <= now()",
+    )
+    return int(rows[0]["n"])
+
+
+async def nothing_due(settings: Settings, timeout: float = 30.0) -> None:
+    """Until no follow-up is due and pending: each one due so far was published and
+    marked executed (or expired, or failed, or moved to a later retry). A record is
+    published before its follow-up is marked, so `followup.due` holds them all."""
+    await wait_until(lambda: due_pending(settings), lambda n: n == 0, timeout)
+
+
+async def read_to_end(settings: Settings, topic: str, timeout: float = 30.0) -> list[Any]:
+    """Every record of `topic`, from the beginning up to the end offsets seen at this
+    call: exact (neither fewer nor more), with no waiting for records to come."""
+    partitions = await partitions_of(settings, [topic])
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        consumer.assign(partitions)
+        ends = await consumer.end_offsets(partitions)
+        starts = await consumer.beginning_offsets(partitions)
+        for tp, offset in starts.items():
+            consumer.seek(tp, offset)
+        remaining = {tp for tp in partitions if starts[tp] < ends[tp]}
+        deadline = time.monotonic() + timeout
+        while remaining:
+            assert time.monotonic() < deadline, f"{topic}: not read to its end in {timeout}s"
+            batch = await consumer.getmany(*remaining, timeout_ms=200)
+            for tp, rs in batch.items():
+                records.extend(r for r in rs if r.offset < ends[tp])
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return records
+
+
+class DispatchRounds:
+    """Counts the dispatch rounds of a service running in this process, so that a test
+    can wait for rounds that began after some point instead of sleeping."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.started = 0
+        self.completed: list[int] = []  # the numbers of the rounds that completed
+        dispatcher = service.parts.dispatcher
+        original = dispatcher.dispatch_due
+
+        async def counted() -> int:
+            self.started += 1
+            number = self.started
+            claimed = await original()
+            self.completed.append(number)
+            return claimed
+
+        dispatcher.dispatch_due = counted  # type: ignore[method-assign]
+
+    async def after_now(self, n: int = 1, timeout: float = 30.0) -> None:
+        """Until `n` rounds that began after this call have completed."""
+        mark = self.started
+
+        def done(count: int) -> bool:
+            if self.service.stop.is_set():
+                raise AssertionError("the service stopped")
+            return count >= n
+
+        async def count() -> int:
+            return sum(1 for number in self.completed if number > mark)
+
+        await wait_until(count, done, timeout)
 
 
 _VOLATILE = frozenset({"created_at", "updated_at"})

@@ -11,7 +11,7 @@ created_at, updated_at, executed_at, lease_owner, lease_until, retry_count,
 error_message, due_at) and of the projections, and the set of `followup.due`
 event ids.
 
-The input is `mixed_stream` (tests/integration/helpers.py: every follow-up days
+The input is `mixed_stream` (harness/events.py: every follow-up days
 ahead or long expired) plus "soon" users: one booking each whose post-event
 follow-up falls due inside the run window, on a conversation without scores
 (template independent of when it fires), so publication runs during the faults.
@@ -48,25 +48,19 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.ingest_throughput import Endpoints, create_database, drop_database, endpoints
 from consumer.config import Settings, load_settings
-from tests.integration.helpers import (
+from harness.events import (
     CODEC,
     TIME_ZONES,
     Event,
-    Raw,
     activity,
     cancelled,
     confirmed,
-    consumed,
-    create_topics,
-    dsn,
-    headers_of,
     mixed_stream,
     ms,
-    produce_raw,
     scored,
-    snapshot,
-    topic_of,
 )
+from harness.state import consumed, dsn, snapshot
+from harness.topics import Raw, create_topics, headers_of, produce_raw, topic_of
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "scripts" / "services"

@@ -29,15 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.ingest_throughput import (
-    INPUTS,
-    Endpoints,
-    Names,
-    create_database,
-    drop_database,
-    endpoints,
-    generate,
-)
+from bench.ingest_throughput import INPUTS, Names, generate
 from consumer.adapters.codec import Codec
 from consumer.adapters.postgres.store import (
     PostgresStore,
@@ -57,6 +49,7 @@ from consumer.domain.policy import Policy
 from consumer.domain.rules import decide
 from consumer.domain.working_set import WorkingSet
 from consumer.service.ports import BatchKeys
+from harness.endpoints import Endpoints, create_database, drop_database, endpoints
 
 
 @dataclass

@@ -26,18 +26,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from bench.ingest_throughput import (
-    Endpoints,
-    Names,
-    _dsn,
-    create_database,
-    create_topics,
-    delete_topics,
-    drop_database,
-    endpoints,
-    service_env,
-)
+from bench.ingest_throughput import Names, create_topics, delete_topics, service_env
 from consumer.adapters.postgres.store import create_engine, migrate
+from harness.endpoints import Endpoints, create_database, drop_database, endpoints, pg_dsn
 
 COLUMNS = (
     "id",
@@ -129,7 +120,7 @@ async def prepare(ep: Endpoints) -> tuple[Names, str, dict[str, str]]:
         6,
         {"SCHEDULER_ENABLED": "true", "LOG_LEVEL": "WARNING", "DISPATCH_BATCH_SIZE": "2000"},
     )
-    return names, _dsn(ep.database(names.database)), env
+    return names, pg_dsn(ep.database(names.database)), env
 
 
 async def burst(ep: Endpoints, n: int) -> dict[str, float]:

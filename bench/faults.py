@@ -46,8 +46,8 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.ingest_throughput import Endpoints, create_database, drop_database, endpoints
 from consumer.config import Settings, load_settings
+from harness.endpoints import Endpoints, create_database, drop_database, endpoints
 from harness.events import (
     CODEC,
     TIME_ZONES,
@@ -59,10 +59,10 @@ from harness.events import (
     ms,
     scored,
 )
+from harness.paths import REPO
 from harness.state import consumed, dsn, snapshot
 from harness.topics import Raw, create_topics, headers_of, produce_raw, topic_of
 
-REPO = Path(__file__).resolve().parents[1]
 SERVICES = REPO / "scripts" / "services"
 VOLATILE = frozenset(
     {

@@ -58,8 +58,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumer.adapters.codec import Codec
-
-REPO = Path(__file__).resolve().parents[1]
+from harness.endpoints import Endpoints, create_database, drop_database, endpoints, pg_dsn
+from harness.paths import REPO
 
 TARGET_RATE = 20_000.0  # events/s end to end
 TARGET_RATIO = 0.5  # end-to-end rate / bare consumer rate
@@ -119,40 +119,6 @@ COMPRESSION = _compression()
 
 
 # --- environment ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    bootstrap: str
-    database_url: str  # postgresql+asyncpg://... of the admin database
-
-    @property
-    def admin_dsn(self) -> str:
-        return _dsn(self.database_url)
-
-    def database(self, name: str) -> str:
-        base, _, _ = self.database_url.rpartition("/")
-        return f"{base}/{name}"
-
-
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
-
-
-def endpoints() -> Endpoints:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    database_url = os.environ.get("DATABASE_URL")
-    if not (bootstrap and database_url):
-        out = subprocess.run(
-            [str(REPO / "scripts" / "services"), "env"],
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        found = dict(re.findall(r"export (\w+)=(\S+)", out))
-        bootstrap = bootstrap or found["KAFKA_BOOTSTRAP_SERVERS"]
-        database_url = database_url or found["DATABASE_URL"]
-    return Endpoints(bootstrap, database_url)
 
 
 @dataclass(frozen=True)
@@ -584,7 +550,7 @@ async def run_service(
     if explain_ms is not None:
         await _enable_auto_explain(endpoints, names.database, explain_ms)
         pg_log_start = _file_size(pg_log)
-    conn = await asyncpg.connect(_dsn(endpoints.database(names.database)))
+    conn = await asyncpg.connect(pg_dsn(endpoints.database(names.database)))
     backends: set[int] = set()
     spy: asyncio.subprocess.Process | None = None
     with _open_log(log_path) as log:
@@ -820,22 +786,6 @@ def _read_log(run: ServiceRun) -> None:
 # --- PostgreSQL ---------------------------------------------------------------------
 
 
-async def create_database(endpoints: Endpoints, name: str) -> None:
-    admin = await asyncpg.connect(endpoints.admin_dsn)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def drop_database(endpoints: Endpoints, name: str) -> None:
-    admin = await asyncpg.connect(endpoints.admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @dataclass
 class Outcome:
     by_status: dict[str, int] = field(default_factory=dict)
@@ -853,7 +803,7 @@ TABLE_STATS = (
 
 
 async def outcome(endpoints: Endpoints, database: str) -> Outcome:
-    conn = await asyncpg.connect(_dsn(endpoints.database(database)))
+    conn = await asyncpg.connect(pg_dsn(endpoints.database(database)))
     try:
         out = Outcome()
         for row in await conn.fetch(

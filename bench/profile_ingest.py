@@ -43,13 +43,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 import consumer.service.ingest as ingest_module
 from bench.ingest_throughput import (
     FETCH_OPTIONS,
-    Endpoints,
     Names,
-    create_database,
     create_topics,
     delete_topics,
-    drop_database,
-    endpoints,
     generate,
     produce,
 )
@@ -67,6 +63,7 @@ from consumer.domain.working_set import WorkingSet
 from consumer.entrypoints.runner import utc_now
 from consumer.service.ingest import Ingestor
 from consumer.service.ports import DeadLetter, InRecord
+from harness.endpoints import Endpoints, create_database, drop_database, endpoints
 
 
 class _NoDeadLetters:

@@ -39,22 +39,18 @@ import asyncpg
 from bench import baseline
 from bench.dispatch_throughput import SteadyRun, burst, steady_run
 from bench.ingest_throughput import (
-    REPO,
-    Endpoints,
     Names,
     _applied,
-    _dsn,
     _git_state,
-    create_database,
     create_topics,
     delete_topics,
-    drop_database,
-    endpoints,
     generate,
     produce,
     run_service,
 )
 from consumer.adapters.codec import Codec
+from harness.endpoints import Endpoints, create_database, drop_database, endpoints, pg_dsn
+from harness.paths import REPO
 
 DOCS = REPO / "docs"
 PARTITIONS = 6
@@ -107,7 +103,7 @@ async def replay(ep: Endpoints, names: Names, n: int, instances: int) -> IngestR
     stop = asyncio.Event()
     try:
         sampler = asyncio.create_task(
-            _sample(_dsn(ep.database(names.database)), names.service_group, stop, series)
+            _sample(pg_dsn(ep.database(names.database)), names.service_group, stop, series)
         )
         try:
             run = await run_service(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from bench.faults import scenario_bad, scenario_kills, scenario_replay
-from bench.ingest_throughput import Endpoints
+from harness.endpoints import Endpoints
 from tests.integration.conftest import Services
 
 pytestmark = pytest.mark.integration

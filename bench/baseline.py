@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bench.ingest_throughput import INPUTS, Names, generate
+from bench.lib.names import INPUTS, Names
+from bench.lib.stream import generate
 from consumer.adapters.codec import Codec
 from consumer.adapters.postgres.store import (
     PostgresStore,

@@ -26,7 +26,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from aiokafka import AIOKafkaConsumer
 
-from bench.ingest_throughput import Names, create_topics, delete_topics, service_env
+from bench.lib.kafka import create_topics, delete_topics
+from bench.lib.names import Names
+from bench.lib.service import service_env
 from consumer.adapters.postgres.store import create_engine, migrate
 from harness.endpoints import Endpoints, create_database, drop_database, endpoints, pg_dsn
 

@@ -41,14 +41,9 @@ from aiokafka import AIOKafkaConsumer
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 import consumer.service.ingest as ingest_module
-from bench.ingest_throughput import (
-    FETCH_OPTIONS,
-    Names,
-    create_topics,
-    delete_topics,
-    generate,
-    produce,
-)
+from bench.lib.kafka import FETCH_OPTIONS, create_topics, delete_topics, produce
+from bench.lib.names import Names
+from bench.lib.stream import generate
 from consumer.adapters.codec import Codec
 from consumer.adapters.postgres.store import (
     PostgresStore,

@@ -1,4 +1,5 @@
-"""Short versions of the fault scenarios of `bench/faults.py`, through the same code.
+"""Short versions of the fault scenarios of `python -m bench.faults`, through the same
+code (`harness/faults/`).
 
 SIGKILL five times during a ~10k-event stream with dispatch active, 100 bad values
 among valid traffic, and a replay into the existing database. The broker and
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.faults import scenario_bad, scenario_kills, scenario_replay
-from bench.ingest_throughput import Endpoints
+from harness.endpoints import Endpoints
+from harness.faults.scenarios import scenario_bad, scenario_kills, scenario_replay
 from tests.integration.conftest import Services
 
 pytestmark = pytest.mark.integration

@@ -14,14 +14,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.pool import QueuePool
 
+from consumer.adapters.codec import Codec
 from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, MemoryStore, Tally
 from consumer.adapters.postgres.store import PostgresStore
+from consumer.adapters.wire import WireDecoder
 from consumer.config import Settings
 from consumer.domain.model import Followup, TriggerType
-from consumer.service.ports import BatchKeys, Store
+from consumer.domain.policy import Policy
+from consumer.service.ingest import EventDecoder, Ingestor
+from consumer.service.ports import BatchKeys, DeadLetterSink, IngestStore, Store
 
 # The per-test database, topics and settings of the integration suite, reused.
 from tests.integration.conftest import database_url, services, settings  # noqa: F401
+from tests.integration.helpers import Event
 
 # A Monday, 08:00 UTC, on a whole millisecond (the wire format's precision).
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -51,6 +56,41 @@ class Rec:
     value: bytes | None
     key: bytes | None = None
     headers: Sequence[tuple[str, bytes]] = ()
+
+
+# --- ingest: input topics and records ------------------------------------------------------
+
+CONFIRMED = "in.booking.confirmed"
+CANCELLED = "in.booking.cancelled"
+SCORED = "in.message.emotion_scored"
+ACTIVITY = "in.user.activity"
+TOPICS = {
+    CONFIRMED: "booking_confirmed",
+    CANCELLED: "booking_cancelled",
+    SCORED: "message_emotion_scored",
+    ACTIVITY: "user_activity",
+}
+KIND_TOPIC = {kind: topic for topic, kind in TOPICS.items()}
+DECODER = WireDecoder(Codec.load())
+
+
+def recs(events: Sequence[Event], *, partition: int = 0, start: int = 0) -> list[Rec]:
+    """The events as consecutive records of their topics' `partition`."""
+    return [
+        Rec(KIND_TOPIC[e.kind], partition, start + i, e.value, e.key) for i, e in enumerate(events)
+    ]
+
+
+def ingestor(
+    store: IngestStore,
+    dead_letters: DeadLetterSink,
+    clock: FixedClock,
+    decoder: EventDecoder = DECODER,
+) -> Ingestor:
+    return Ingestor(store, decoder, Policy(), TOPICS, dead_letters, clock)
+
+
+# --- fixtures -----------------------------------------------------------------------------------
 
 
 @pytest.fixture

@@ -4,20 +4,16 @@ already applied skipped, bad values dead-lettered, a value the store refuses iso
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 
 import pytest
 
-from consumer.adapters.codec import Codec
 from consumer.adapters.memory import MemoryDeadLetters, MemoryStore
-from consumer.adapters.wire import WireDecoder
 from consumer.domain.events import EventKind, InputEvent, UserActivity
 from consumer.domain.model import Status, TriggerType
-from consumer.domain.policy import Policy
 from consumer.domain.working_set import WorkingSet
-from consumer.service.ingest import EventDecoder, Ingestor
 from consumer.service.ports import (
     BadValue,
     BatchKeys,
@@ -28,39 +24,19 @@ from consumer.service.ports import (
     Unavailable,
     UnitOfWork,
 )
-from tests.integration.helpers import Event, activity, cancelled, confirmed
-from tests.service.conftest import T0, FixedClock, Rec
+from tests.integration.helpers import activity, cancelled, confirmed
+from tests.service.conftest import (
+    ACTIVITY,
+    CONFIRMED,
+    T0,
+    FixedClock,
+    Rec,
+    ingestor,
+    recs,
+)
 
 H = timedelta(hours=1)
 D = timedelta(days=1)
-CONFIRMED = "in.booking.confirmed"
-CANCELLED = "in.booking.cancelled"
-SCORED = "in.message.emotion_scored"
-ACTIVITY = "in.user.activity"
-TOPICS = {
-    CONFIRMED: "booking_confirmed",
-    CANCELLED: "booking_cancelled",
-    SCORED: "message_emotion_scored",
-    ACTIVITY: "user_activity",
-}
-KIND_TOPIC = {kind: topic for topic, kind in TOPICS.items()}
-DECODER = WireDecoder(Codec.load())
-
-
-def recs(events: Sequence[Event], *, partition: int = 0, start: int = 0) -> list[Rec]:
-    """The events as consecutive records of their topics' `partition`."""
-    return [
-        Rec(KIND_TOPIC[e.kind], partition, start + i, e.value, e.key) for i, e in enumerate(events)
-    ]
-
-
-def ingestor(
-    store: IngestStore,
-    dead_letters: MemoryDeadLetters,
-    clock: FixedClock,
-    decoder: EventDecoder = DECODER,
-) -> Ingestor:
-    return Ingestor(store, decoder, Policy(), TOPICS, dead_letters, clock)
 
 
 async def pending(store: Store, user_id: str, trigger: TriggerType) -> list[datetime]:

@@ -271,7 +271,7 @@ class MemoryStore:
         self._writer: asyncio.Task[Any] | None = None
         self._checked_out = 0
         self._exclusive: set[str] = set()
-        self._faults: list[BaseException] = []
+        self._faults: list[tuple[str | None, BaseException]] = []
         self.transactions = 0  # committed, for tests that count round trips
 
     # --- test controls ---
@@ -280,10 +280,11 @@ class MemoryStore:
         """Transactions and "connections" open right now (0 when all were released)."""
         return self._checked_out
 
-    def fail_next_writes(self, *errors: BaseException) -> None:
-        """The next writes (a transaction, a claim, a mark...) fail with these, in
-        order, at commit time: nothing of theirs is kept."""
-        self._faults.extend(errors)
+    def fail_next_writes(self, *errors: BaseException, op: str | None = None) -> None:
+        """The next writes fail with these, in order, at commit time: nothing of
+        theirs is kept. `op` names the one kind of write to fail (a Store method,
+        e.g. "mark_executed", or "transaction"); None: whichever comes next."""
+        self._faults.extend((op, e) for e in errors)
 
     def followup_row(self, id_: str) -> FollowupRow | None:
         """The stored row, lease and due_at included (what SQL would show)."""
@@ -303,7 +304,7 @@ class MemoryStore:
             self._checked_out -= 1
 
     @asynccontextmanager
-    async def _write(self) -> AsyncIterator[_Tables]:
+    async def _write(self, op: str) -> AsyncIterator[_Tables]:
         """A copy of the tables that replaces them when the block succeeds."""
         me = asyncio.current_task()
         if me is not None and self._writer is me:
@@ -318,8 +319,10 @@ class MemoryStore:
                 try:
                     staged = self._tables.copy()
                     yield staged
-                    if self._faults:
-                        raise self._faults.pop(0)
+                    for i, (only, error) in enumerate(self._faults):
+                        if only is None or only == op:
+                            del self._faults[i]
+                            raise error
                     self._tables = staged
                     self.transactions += 1
                 finally:
@@ -430,7 +433,7 @@ class MemoryStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryUnitOfWork]:
-        async with self._write() as staged:
+        async with self._write("transaction") as staged:
             uow = MemoryUnitOfWork(self, staged, _utc_required(self.wall_clock()))
             try:
                 yield uow
@@ -450,7 +453,7 @@ class MemoryStore:
         self, owner: str, now: datetime, lease: timedelta, limit: int
     ) -> list[ClaimedFollowup]:
         self._check_text("scheduled_followups.lease_owner", owner, 128)
-        async with self._write() as t:
+        async with self._write("claim_due") as t:
             due = sorted(
                 (
                     row
@@ -496,7 +499,7 @@ class MemoryStore:
             self._check_text("scheduled_followups.template_id", d.template_id, 64)
             self._check_text("scheduled_followups.message_content", d.message)
         marked: set[str] = set()
-        async with self._write() as t:
+        async with self._write("mark_executed") as t:
             for d in done:
                 row = t.followups.get(d.id)
                 if row is None or d.id in marked:
@@ -518,7 +521,7 @@ class MemoryStore:
         if not ids:
             return 0
         n = 0
-        async with self._write() as t:
+        async with self._write("mark_expired") as t:
             for id_ in dict.fromkeys(ids):
                 row = t.followups.get(id_)
                 if (
@@ -537,7 +540,7 @@ class MemoryStore:
     ) -> None:
         error = error[:2000]
         self._check_text("scheduled_followups.error_message", error)
-        async with self._write() as t:
+        async with self._write("mark_publish_failed") as t:
             row = t.followups.get(id_)
             if row is None or row.lease_owner != owner or row.status != Status.PENDING.value:
                 return
@@ -598,7 +601,7 @@ class MemoryStore:
         return sorted(found)[: max(limit, 0)]
 
     async def delete_executed_before(self, cutoff: datetime, chunk: int = 10_000) -> int:
-        async with self._write() as t:
+        async with self._write("delete_executed_before") as t:
             gone = [
                 row.id
                 for row in t.followups.values()
@@ -639,7 +642,7 @@ class MemoryStore:
         return view(row) if row is not None else None
 
     async def cancel_followup(self, id_: str, now: datetime) -> CancelResult:
-        async with self._write() as t:
+        async with self._write("cancel_followup") as t:
             row = t.followups.get(id_)
             if row is None:
                 return CancelResult.NOT_FOUND
@@ -650,7 +653,7 @@ class MemoryStore:
             return CancelResult.CANCELLED
 
     async def erase_user(self, user_id: str) -> dict[str, int]:
-        async with self._write() as t:
+        async with self._write("erase_user") as t:
             # ERASE_USER, table by table in this order.
             return {
                 "scheduled_followups": _delete_where_user(t.followups, user_id),

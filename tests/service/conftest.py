@@ -101,7 +101,9 @@ def clock() -> FixedClock:
 @pytest.fixture
 async def memory_store() -> AsyncIterator[MemoryStore]:
     store = MemoryStore()
+    whole: Store = store  # mypy checks that it is the whole port
     yield store
+    assert whole is store
     assert store.checked_out() == 0, "a transaction or connection was left open"
     await store.close()
 

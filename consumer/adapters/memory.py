@@ -272,7 +272,7 @@ class MemoryStore:
         self._checked_out = 0
         self._exclusive: set[str] = set()
         self._faults: list[tuple[str | None, BaseException]] = []
-        self.transactions = 0  # committed, for tests that count round trips
+        self.commits = 0  # writes that succeeded (transactions, claims, marks...)
 
     # --- test controls ---
 
@@ -324,7 +324,7 @@ class MemoryStore:
                             del self._faults[i]
                             raise error
                     self._tables = staged
-                    self.transactions += 1
+                    self.commits += 1
                 finally:
                     self._writer = None
 

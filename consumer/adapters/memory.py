@@ -168,6 +168,7 @@ class MemoryUnitOfWork:
         self._store = store
         self._tables = tables
         self._started = started  # PostgreSQL's now(): the transaction's start
+        self._now: datetime | None = None  # the batch's clock, from lock_and_load
         self._over = False
 
     def _open(self) -> _Tables:
@@ -180,6 +181,7 @@ class MemoryUnitOfWork:
         return {p: t.offsets[p] for p in sorted(set(partitions)) if p in t.offsets}
 
     async def lock_and_load(self, keys: BatchKeys, now: datetime) -> WorkingSet:
+        self._now = now
         t = self._open()
         check = self._store._check_text
         users = sorted(keys.user_ids)
@@ -243,7 +245,7 @@ class MemoryUnitOfWork:
                     cancelled_at=_utc(b.cancelled_at),
                 )
         if followups:
-            self._store._upsert_followups(t, followups, self._started)
+            self._store._upsert_followups(t, followups, self._started, self._now)
         for (topic, partition), offset in offsets.items():
             self._store._check_text("consumer_offsets.topic", topic, 255)
             key = (topic, partition)
@@ -380,10 +382,12 @@ class MemoryStore:
             self._check_text(f"booking_projection.{column}", value, limit)
 
     def _upsert_followups(
-        self, t: _Tables, followups: Sequence[Followup], started: datetime
+        self, t: _Tables, followups: Sequence[Followup], started: datetime, now: datetime | None
     ) -> None:
         """UPSERT_FOLLOWUPS: insert new ones; move or close open ones (pending or
-        expired, no lease owner); leave every other row as it is."""
+        expired, not under a live lease: none, or one that ran out by `now`, which
+        is released); leave every other row as it is."""
+        cutoff = now if now is not None else started
         staged: list[tuple[Followup, str]] = []
         for f in followups:
             data = trigger_data(f)
@@ -411,10 +415,15 @@ class MemoryStore:
                     created_at=started,
                     cancelled_at=_utc(f.cancelled_at),
                 )
-            elif existing.status in _OPEN_STATUSES and existing.lease_owner is None:
+            elif existing.status in _OPEN_STATUSES and (
+                existing.lease_owner is None
+                or (existing.lease_until is not None and existing.lease_until <= cutoff)
+            ):
                 # user_id and trigger_type are not among the updated columns.
                 t.followups[f.id] = replace(
                     existing,
+                    lease_owner=None,
+                    lease_until=None,
                     conversation_id=f.conversation_id,
                     trigger_data=data_json,
                     scheduled_at=at,

@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import pytest
-
 from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, Tally
 from consumer.domain.model import TriggerType
 from consumer.domain.policy import Policy, RetryPolicy
@@ -234,12 +232,6 @@ async def test_a_followup_being_sent_is_not_changed_by_ingest(
     assert (await view_of(store, post.id)).status == "executed"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: ingest loads a follow-up whose lease ran out as not in flight "
-    "(lease_until > now) and cancels it, but UPSERT_FOLLOWUPS skips rows that still "
-    "have a lease_owner: the cancellation is dropped and the follow-up sent",
-)
 async def test_a_cancellation_after_an_abandoned_claim_is_kept(
     store: Store, publisher: MemoryDuePublisher, clock: FixedClock
 ) -> None:

@@ -206,9 +206,13 @@ UPSERT_FOLLOWUPS = text(
     "ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, "
     "trigger_data = EXCLUDED.trigger_data, scheduled_at = EXCLUDED.scheduled_at, "
     "due_at = EXCLUDED.due_at, status = EXCLUDED.status, "
-    "cancelled_at = EXCLUDED.cancelled_at, updated_at = now() "
+    "cancelled_at = EXCLUDED.cancelled_at, lease_owner = NULL, lease_until = NULL, "
+    "updated_at = now() "
     "WHERE scheduled_followups.status IN ('pending', 'expired') "
-    "AND scheduled_followups.lease_owner IS NULL"
+    # Not under a live lease. A lease that ran out (its dispatcher died, or is too
+    # slow) is released: ingest loaded the row as not in flight, by the same `now`.
+    "AND (scheduled_followups.lease_owner IS NULL "
+    "  OR scheduled_followups.lease_until <= COALESCE(CAST(:now AS timestamptz), now()))"
 )
 
 # --- dispatch ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer
@@ -84,10 +85,17 @@ async def published(bootstrap: str, topic: str, expected: int) -> list[tuple[int
     return out
 
 
-def start_service(env: dict[str, str], log_path: str) -> subprocess.Popen[bytes]:
+def start_service(
+    env: dict[str, str], log_path: str, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`python -m consumer run`, from `cwd` (a checkout of other code) when given."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "consumer", "run"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "consumer", "run"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            cwd=str(cwd) if cwd is not None else None,
         )
 
 
@@ -115,12 +123,12 @@ async def prepare(ep: Endpoints) -> tuple[Names, str, dict[str, str]]:
     return names, pg_dsn(ep.database(names.database)), env
 
 
-async def burst(ep: Endpoints, n: int) -> dict[str, float]:
+async def burst(ep: Endpoints, n: int, cwd: Path | None = None) -> dict[str, float]:
     names, dsn, env = await prepare(ep)
     due = datetime.now(UTC) - timedelta(seconds=1)
     await seed(dsn, [due] * n)
     conn = await asyncpg.connect(dsn)
-    proc = start_service(env, f"/tmp/{names.prefix}-dispatch.log")
+    proc = start_service(env, f"/tmp/{names.prefix}-dispatch.log", cwd)
     started = time.perf_counter()
     try:
         for _ in range(3000):  # 10 minutes at most
@@ -160,10 +168,10 @@ class SteadyRun:
     pg_bytes_per_row: float
 
 
-async def steady_run(ep: Endpoints, rate: int, seconds: int) -> SteadyRun:
+async def steady_run(ep: Endpoints, rate: int, seconds: int, cwd: Path | None = None) -> SteadyRun:
     """`rate` follow-ups falling due per second for `seconds`; every firing latency."""
     names, dsn, env = await prepare(ep)
-    proc = start_service(env, f"/tmp/{names.prefix}-steady.log")
+    proc = start_service(env, f"/tmp/{names.prefix}-steady.log", cwd)
     try:
         await asyncio.sleep(6)  # started and idle
         t0 = datetime.now(UTC) + timedelta(seconds=2)

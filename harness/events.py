@@ -142,6 +142,8 @@ def activity(
 
 
 TIME_ZONES = (None, "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")
+MOODS = ((0.0, 0.45), (0.3, 0.8), (0.6, 1.0))  # score ranges of a conversation, phase one
+MOODS_LATER = ((0.0, 0.45), (0.5, 1.0))  # and in phase two
 
 
 def mixed_stream(seed: int, users: int, base: datetime) -> tuple[list[Event], list[Event]]:
@@ -159,143 +161,215 @@ def mixed_stream(seed: int, users: int, base: datetime) -> tuple[list[Event], li
     is produced in `occurred_at` order. Every follow-up lies in the future of `base`
     (or a year and more before it), so the outcome does not depend on the clock.
     """
-    rng = random.Random(seed)
-    serial = iter(range(10**9))
-    phase1: list[Event] = []
-    phase2: list[Event] = []
-    late: list[Event] = []
-
-    def eid(kind: str) -> str:
-        return f"s{seed}-{kind}-{next(serial)}"
-
-    def fmt() -> str:
-        return rng.choice(("json", "avro"))
-
+    gen = _MixedStream(seed, base)
     for u in range(users):
-        user = f"s{seed}-user-{u}"
-        tz = rng.choice(TIME_ZONES)
-        clock = base + timedelta(minutes=rng.randint(0, 3 * 24 * 60))
+        gen.add_user(u)
+    return gen.by_time(gen.phase1), gen.by_time(gen.phase2) + gen.late
 
-        def tick(max_minutes: int = 180) -> datetime:
-            nonlocal clock
-            clock += timedelta(minutes=rng.randint(1, max_minutes), seconds=rng.randint(0, 59))
-            return clock
 
-        bookings: list[str] = []
-        for b in range(rng.randint(1, 4)):
-            booking = f"{user}-bk{b}"
-            if rng.random() < 0.1:
-                when = base - timedelta(days=rng.randint(400, 700), hours=rng.randint(0, 23))
-                phase1.append(
-                    confirmed(
-                        user, booking, when, when - timedelta(days=20), event_id=eid("c"), fmt=fmt()
-                    )
-                )
-                continue
-            # Dates on a 10-hour grid: neighbours often fall within the ±1 day window.
-            date = base + timedelta(
-                days=20, hours=10 * rng.randint(0, 12), minutes=rng.randint(0, 59)
-            )
-            conv = rng.choice((None, f"{user}-conv0", f"{user}-conv-bk{b}"))
-            phase1.append(
-                confirmed(
-                    user,
-                    booking,
-                    date,
-                    tick(),
-                    conversation_id=conv,
-                    timezone=tz,
-                    event_id=eid("c"),
-                    fmt=fmt(),
-                )
-            )
-            bookings.append(booking)
-            if rng.random() < 0.3:
-                moved = date + timedelta(hours=rng.choice((-30, -12, 8, 20, 50, 100)))
-                phase1.append(
-                    confirmed(
-                        user,
-                        booking,
-                        moved,
-                        tick(),
-                        conversation_id=conv,
-                        timezone=tz,
-                        event_id=eid("c"),
-                        fmt=fmt(),
-                    )
-                )
-        conversations = [f"{user}-conv{c}" for c in range(rng.randint(1, 2))]
-        moods = {c: rng.choice(((0.0, 0.45), (0.3, 0.8), (0.6, 1.0))) for c in conversations}
+class _MixedStream:
+    """The state behind `mixed_stream`: one `random.Random` drawn from in a fixed order
+    (the order is the stream: keep it when changing anything here), a serial for the
+    event ids, the phases being built and the current user's clock."""
 
-        def scores(
-            target: list[Event], user: str, conv: str, mood: tuple[float, float], count: int
-        ) -> None:
-            for _ in range(count):
-                target.append(
-                    scored(
-                        user,
-                        conv,
-                        round(rng.uniform(*mood), 2),
-                        tick(90),
-                        message_id=eid("m"),
-                        label=rng.choice((None, "joy", "anger")),
-                        event_id=eid("s"),
-                        fmt=fmt(),
-                    )
-                )
+    def __init__(self, seed: int, base: datetime) -> None:
+        self.seed = seed
+        self.base = base
+        self.rng = random.Random(seed)
+        self.serial = iter(range(10**9))
+        self.phase1: list[Event] = []
+        self.phase2: list[Event] = []
+        self.late: list[Event] = []
+        # Of the user being generated (set by add_user).
+        self.user = ""
+        self.tz: str | None = None
+        self.clock = base
 
-        for conv in conversations:
-            scores(phase1, user, conv, moods[conv], rng.randint(2, 8))
-        for _ in range(rng.randint(0, 4)):
-            phase1.append(
-                activity(
-                    user,
-                    tick(),
-                    activity_type=rng.choice(("login", "search", "view")),
-                    event_id=eid("a"),
-                    fmt=fmt(),
-                )
-            )
-        early: str | None = None
-        if rng.random() < 0.15:
-            early = f"{user}-bk-early"
-            phase1.append(
-                cancelled(user, early, tick(), reason="changed plans", event_id=eid("x"), fmt=fmt())
-            )
+    def eid(self, kind: str) -> str:
+        return f"s{self.seed}-{kind}-{next(self.serial)}"
 
-        # Phase two: strictly later than everything of this user in phase one.
-        clock += timedelta(hours=1)
-        for booking in bookings:
-            if rng.random() < 0.35:
-                phase2.append(
-                    cancelled(
-                        user,
-                        booking,
-                        tick(),
-                        reason=rng.choice((None, "weather")),
-                        event_id=eid("x"),
-                        fmt=fmt(),
-                    )
-                )
-        if early is not None:
-            date = base + timedelta(days=25, hours=rng.randint(0, 100))
-            phase2.append(
-                confirmed(user, early, date, tick(), timezone=tz, event_id=eid("c"), fmt=fmt())
-            )
-        for conv in conversations:
-            moods[conv] = rng.choice(((0.0, 0.45), (0.5, 1.0)))
-            scores(phase2, user, conv, moods[conv], rng.randint(0, 5))
-        if rng.random() < 0.5:
-            phase2.append(activity(user, tick(), event_id=eid("a"), fmt=fmt()))
-        if rng.random() < 0.3:
-            # Delivered last, happened early: must never move anything backwards.
-            late.append(
-                activity(
-                    user, base - timedelta(hours=rng.randint(1, 50)), event_id=eid("a"), fmt=fmt()
-                )
-            )
+    def fmt(self) -> str:
+        return self.rng.choice(("json", "avro"))
 
+    def tick(self, max_minutes: int = 180) -> datetime:
+        """The current user's clock, moved on by a random step."""
+        self.clock += timedelta(
+            minutes=self.rng.randint(1, max_minutes), seconds=self.rng.randint(0, 59)
+        )
+        return self.clock
+
+    @staticmethod
     def by_time(events: list[Event]) -> list[Event]:
         return sorted(events, key=lambda e: e.record["occurred_at"])
 
-    return by_time(phase1), by_time(phase2) + late
+    def add_user(self, u: int) -> None:
+        """All events of user number `u`, in both phases."""
+        rng = self.rng
+        self.user = f"s{self.seed}-user-{u}"
+        self.tz = rng.choice(TIME_ZONES)
+        self.clock = self.base + timedelta(minutes=rng.randint(0, 3 * 24 * 60))
+
+        bookings: list[str] = []
+        for b in range(rng.randint(1, 4)):
+            booking = self.booking(b)
+            if booking is not None:
+                bookings.append(booking)
+        conversations = [f"{self.user}-conv{c}" for c in range(rng.randint(1, 2))]
+        moods = {c: rng.choice(MOODS) for c in conversations}
+        for conv in conversations:
+            self.scores(self.phase1, conv, moods[conv], rng.randint(2, 8))
+        for _ in range(rng.randint(0, 4)):
+            self.phase1.append(
+                activity(
+                    self.user,
+                    self.tick(),
+                    activity_type=rng.choice(("login", "search", "view")),
+                    event_id=self.eid("a"),
+                    fmt=self.fmt(),
+                )
+            )
+        early = self.early_cancellation()
+
+        # Phase two: strictly later than everything of this user in phase one.
+        self.clock += timedelta(hours=1)
+        self.cancellations(bookings)
+        if early is not None:
+            self.late_confirmation(early)
+        for conv in conversations:
+            moods[conv] = rng.choice(MOODS_LATER)
+            self.scores(self.phase2, conv, moods[conv], rng.randint(0, 5))
+        self.trailing_activity()
+
+    def booking(self, b: int) -> str | None:
+        """Booking number `b` of the current user, confirmed (now and then confirmed
+        again with another date) in phase one; its id, or None for an expired one."""
+        rng = self.rng
+        user = self.user
+        booking = f"{user}-bk{b}"
+        if rng.random() < 0.1:
+            when = self.base - timedelta(days=rng.randint(400, 700), hours=rng.randint(0, 23))
+            self.phase1.append(
+                confirmed(
+                    user,
+                    booking,
+                    when,
+                    when - timedelta(days=20),
+                    event_id=self.eid("c"),
+                    fmt=self.fmt(),
+                )
+            )
+            return None
+        # Dates on a 10-hour grid: neighbours often fall within the ±1 day window.
+        date = self.base + timedelta(
+            days=20, hours=10 * rng.randint(0, 12), minutes=rng.randint(0, 59)
+        )
+        conv = rng.choice((None, f"{user}-conv0", f"{user}-conv-bk{b}"))
+        self.phase1.append(
+            confirmed(
+                user,
+                booking,
+                date,
+                self.tick(),
+                conversation_id=conv,
+                timezone=self.tz,
+                event_id=self.eid("c"),
+                fmt=self.fmt(),
+            )
+        )
+        if rng.random() < 0.3:
+            moved = date + timedelta(hours=rng.choice((-30, -12, 8, 20, 50, 100)))
+            self.phase1.append(
+                confirmed(
+                    user,
+                    booking,
+                    moved,
+                    self.tick(),
+                    conversation_id=conv,
+                    timezone=self.tz,
+                    event_id=self.eid("c"),
+                    fmt=self.fmt(),
+                )
+            )
+        return booking
+
+    def scores(self, target: list[Event], conv: str, mood: tuple[float, float], count: int) -> None:
+        """`count` emotion scores in conversation `conv`, within the range `mood`."""
+        rng = self.rng
+        for _ in range(count):
+            target.append(
+                scored(
+                    self.user,
+                    conv,
+                    round(rng.uniform(*mood), 2),
+                    self.tick(90),
+                    message_id=self.eid("m"),
+                    label=rng.choice((None, "joy", "anger")),
+                    event_id=self.eid("s"),
+                    fmt=self.fmt(),
+                )
+            )
+
+    def early_cancellation(self) -> str | None:
+        """Now and then a cancellation, in phase one, of a booking confirmed only in
+        phase two (see late_confirmation); the booking's id, or None."""
+        if self.rng.random() >= 0.15:
+            return None
+        early = f"{self.user}-bk-early"
+        self.phase1.append(
+            cancelled(
+                self.user,
+                early,
+                self.tick(),
+                reason="changed plans",
+                event_id=self.eid("x"),
+                fmt=self.fmt(),
+            )
+        )
+        return early
+
+    def cancellations(self, bookings: list[str]) -> None:
+        """Phase two: cancellations of some of the phase-one bookings."""
+        for booking in bookings:
+            if self.rng.random() < 0.35:
+                self.phase2.append(
+                    cancelled(
+                        self.user,
+                        booking,
+                        self.tick(),
+                        reason=self.rng.choice((None, "weather")),
+                        event_id=self.eid("x"),
+                        fmt=self.fmt(),
+                    )
+                )
+
+    def late_confirmation(self, early: str) -> None:
+        """Phase two: the confirmation of a booking whose cancellation came first."""
+        date = self.base + timedelta(days=25, hours=self.rng.randint(0, 100))
+        self.phase2.append(
+            confirmed(
+                self.user,
+                early,
+                date,
+                self.tick(),
+                timezone=self.tz,
+                event_id=self.eid("c"),
+                fmt=self.fmt(),
+            )
+        )
+
+    def trailing_activity(self) -> None:
+        """Phase two: maybe some activity; maybe some delivered last that happened
+        early, which must never move anything backwards."""
+        if self.rng.random() < 0.5:
+            self.phase2.append(
+                activity(self.user, self.tick(), event_id=self.eid("a"), fmt=self.fmt())
+            )
+        if self.rng.random() < 0.3:
+            self.late.append(
+                activity(
+                    self.user,
+                    self.base - timedelta(hours=self.rng.randint(1, 50)),
+                    event_id=self.eid("a"),
+                    fmt=self.fmt(),
+                )
+            )

@@ -75,6 +75,9 @@ def _statement_name(statement: Any) -> str:
     return text[:60]
 
 
+Patch = Callable[[Any, str, Any], None]  # replaces owner.name with a new value
+
+
 def instrument(t: Timings) -> Callable[[], None]:
     """Wrap the phases of a batch and every statement with timers; returns an undo."""
     saved: list[tuple[Any, str, Any]] = []
@@ -83,6 +86,23 @@ def instrument(t: Timings) -> Callable[[], None]:
         saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, new)
 
+    _time_decode(t, patch)
+    _time_store(t, patch)
+    _time_decide(t, patch)
+    _time_transaction(t, patch)
+    _time_statements(t, patch)
+    on_gc = _gc_timer(t)
+    gc.callbacks.append(on_gc)
+
+    def undo() -> None:
+        gc.callbacks.remove(on_gc)
+        for owner, name, original in reversed(saved):
+            setattr(owner, name, original)
+
+    return undo
+
+
+def _time_decode(t: Timings, patch: Patch) -> None:
     decode = Ingestor.decode
 
     def timed_decode(self: Ingestor, records: Sequence[InRecord]) -> Any:
@@ -94,6 +114,9 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(Ingestor, "decode", timed_decode)
 
+
+def _time_store(t: Timings, patch: Patch) -> None:
+    """The unit of work's loading and saving (SQL and the conversions around it)."""
     lock_and_load = PostgresUnitOfWork.lock_and_load
 
     async def timed_lock_and_load(self: PostgresUnitOfWork, *args: Any, **kw: Any) -> Any:
@@ -116,6 +139,9 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(PostgresUnitOfWork, "save", timed_save)
 
+
+def _time_decide(t: Timings, patch: Patch) -> None:
+    """The rules (`decide`, as the ingest module calls it) and applying their changes."""
     decide = getattr(ingest_module, "decide")  # noqa: B009 (not re-exported)
 
     def timed_decide(*args: Any, **kw: Any) -> Any:
@@ -138,6 +164,9 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(WorkingSet, "apply", timed_apply)
 
+
+def _time_transaction(t: Timings, patch: Patch) -> None:
+    """The start of a transaction and its commit (not a rollback)."""
     transaction = PostgresStore.transaction
 
     @contextlib.asynccontextmanager
@@ -158,6 +187,10 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(PostgresStore, "transaction", timed_transaction)
 
+
+def _time_statements(t: Timings, patch: Patch) -> None:
+    """Every SQL statement: count, wall and client CPU time, rows (the longest array
+    parameter) by `_statement_name`."""
     execute = AsyncConnection.execute
 
     async def timed_execute(self: AsyncConnection, statement: Any, *args: Any, **kw: Any) -> Any:
@@ -176,6 +209,9 @@ def instrument(t: Timings) -> Callable[[], None]:
 
     patch(AsyncConnection, "execute", timed_execute)
 
+
+def _gc_timer(t: Timings) -> Callable[[str, dict[str, int]], None]:
+    """A `gc.callbacks` entry adding up the time and runs of every generation."""
     gc_started = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
@@ -185,14 +221,7 @@ def instrument(t: Timings) -> Callable[[], None]:
             t.gc_seconds[info["generation"]] += time.perf_counter() - gc_started[0]
             t.gc_runs[info["generation"]] += 1
 
-    gc.callbacks.append(on_gc)
-
-    def undo() -> None:
-        gc.callbacks.remove(on_gc)
-        for owner, name, original in reversed(saved):
-            setattr(owner, name, original)
-
-    return undo
+    return on_gc
 
 
 async def fetch_batches(

@@ -28,6 +28,7 @@ from consumer.adapters.codec import AVRO_MAGIC, Codec
 from consumer.adapters.wire import BadInput, WireDecoder, event_from_record, parse_event
 from consumer.domain.events import EventKind, InputEvent
 from consumer.domain.limits import identifier_problem, text_problem, timestamp_problem
+from consumer.domain.model import default_conversation_id
 from consumer.domain.policy import Policy
 from consumer.service.ingest import Ingestor
 from consumer.service.ports import DeadLetter
@@ -175,7 +176,12 @@ def _accepted(event: InputEvent) -> InputEvent:
     # Accepted: then PostgreSQL accepts it too (the rules held).
     for name in ("event_id", "user_id", "booking_id", "conversation_id", "message_id"):
         value = getattr(event, name, None)
-        if value is not None:
+        if name == "conversation_id" and value == default_conversation_id(
+            getattr(event, "booking_id", "")
+        ):
+            # Derived, not received: "booking_" + an id of up to 255 characters.
+            assert text_problem(value) is None, value
+        elif value is not None:
             assert identifier_problem(value) is None, (name, value)
     for name in ("occurred_at", "event_date"):
         value = getattr(event, name, None)

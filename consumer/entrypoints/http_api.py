@@ -259,6 +259,15 @@ def create_app(ctx: HttpContext) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(Exception, _on_unexpected_error)
     app.add_middleware(BodyLimit)
+    _probe_routes(app, ctx)
+    admin = Depends(_admin_guard(ctx))
+    _reading_routes(app, ctx, admin)
+    _writing_routes(app, ctx, admin)
+    return app
+
+
+def _admin_guard(ctx: HttpContext) -> Callable[[Credentials], None]:
+    """The admin endpoints' dependency: 404 when disabled, 401 without the token."""
 
     def admin(credentials: Credentials) -> None:
         if not ctx.admin_token:
@@ -271,8 +280,10 @@ def create_app(ctx: HttpContext) -> FastAPI:
                 401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
             )
 
-    Admin = Depends(admin)
+    return admin
 
+
+def _probe_routes(app: FastAPI, ctx: HttpContext) -> None:
     @app.get(
         "/health",
         responses={
@@ -288,6 +299,8 @@ def create_app(ctx: HttpContext) -> FastAPI:
     async def metrics() -> Response:
         return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
+
+def _reading_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
     @app.get("/admin/followups", dependencies=[Admin], responses=_ADMIN_ERRORS)
     async def list_followups(
         user_id: Annotated[Identifier | None, Query()] = None,
@@ -307,6 +320,8 @@ def create_app(ctx: HttpContext) -> FastAPI:
             raise HTTPException(404, f"no follow-up {followup_id!r}")
         return FollowupOut.model_validate(found.as_json())
 
+
+def _writing_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
     @app.post(
         "/admin/followups/{followup_id}/cancel",
         dependencies=[Admin],
@@ -346,8 +361,6 @@ def create_app(ctx: HttpContext) -> FastAPI:
     @app.delete("/admin/users/{user_id}", dependencies=[Admin], responses=_ADMIN_ERRORS)
     async def erase_user(user_id: PathId) -> ErasedOut:
         return ErasedOut(user_id=user_id, deleted=await ctx.operations.erase_user(user_id))
-
-    return app
 
 
 class _Server(uvicorn.Server):

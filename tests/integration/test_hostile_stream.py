@@ -352,31 +352,49 @@ def _with_header_key_bytes(batch: Any, marker: bytes, raw: bytes) -> None:
     batch._buffer = bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, UnicodeDecodeError),
-    reason="aiokafka cannot read a record whose header key is not UTF-8: getmany raises "
-    "UnicodeDecodeError for the whole fetch and the position never moves, so the service "
-    "stops on it at every start. Not fixed yet (see the report of issue 10).",
-)
 async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings) -> None:
+    """aiokafka cannot read such a record (it fails the whole fetch); the consumer
+    reads its batch itself: the record is dead-lettered, the valid ones in the same
+    batch, after it and in other partitions are applied, each once."""
     await create_topics(settings)
     topic = settings.topic_user_activity
-    user = new_id("after")
-    after = activity(user, T0)
+    users = {name: new_id(name) for name in ("before", "beside", "after", "elsewhere")}
+    valid = {name: activity(user, T0) for name, user in users.items()}
+    bad = activity(new_id("bad"), T0)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
     try:
+        # One batch: offset 0 valid, 1 with the header key, 2 valid; then offset 3.
         batch = producer.create_batch()
-        bad = activity(new_id("bad"), T0)
-        batch.append(key=bad.key, value=bad.value, timestamp=None, headers=[("MARK", b"x")])
+        for e, hs in (
+            (valid["before"], []),
+            (bad, [("traceparent", b"t"), ("MARK", b"x")]),
+            (valid["beside"], []),
+        ):
+            batch.append(key=e.key, value=e.value, timestamp=None, headers=hs)
         _with_header_key_bytes(batch, b"MARK", b"\xff\xfe\xfd\xfc")
         await (await producer.send_batch(batch, topic, partition=0))
+        after, elsewhere = valid["after"], valid["elsewhere"]
         await (await producer.send(topic, after.value, after.key, partition=0))
+        await (await producer.send(topic, elsewhere.value, elsewhere.key, partition=1))
     finally:
         await producer.stop()
     async with running(settings) as service:
-        await wait_consumed(settings, 2, timeout=30, service=service)
+        await wait_consumed(settings, 5, timeout=30, service=service)
         dead = await read_to_end(settings, settings.topic_dlq)
-    assert len(dead) == 1
-    assert await query(settings, "SELECT 1 FROM user_projection WHERE user_id = $1", user)
+    [letter] = dead
+    h = headers_of(letter)
+    assert (letter.key, letter.value) == (bad.key, bad.value)
+    assert (h["dlq.original.topic"], h["dlq.original.partition"]) == (topic.encode(), b"0")
+    assert (h["dlq.original.offset"], h["dlq.error.type"]) == (b"1", b"decode_error")
+    assert rb"\xff\xfe\xfd\xfc" in h["dlq.error.message"], h
+    # The unreadable header is not among the record's headers; its bytes follow ours.
+    assert [(k, v) for k, v in letter.headers if not k.startswith("dlq.")] == [
+        ("traceparent", b"t")
+    ]
+    assert letter.headers[-2:] == (
+        ("dlq.original.header.key", b"\xff\xfe\xfd\xfc"),
+        ("dlq.original.header.value", b"x"),
+    )
+    for user in users.values():
+        assert await query(settings, "SELECT 1 FROM user_projection WHERE user_id = $1", user)

@@ -32,6 +32,7 @@ from consumer.adapters.codec import AVRO_MAGIC
 from consumer.adapters.wire import BadInput, parse_event
 from consumer.config import Settings
 from consumer.domain.events import EventKind
+from consumer.entrypoints.replay import replay
 from tests.integration.helpers import (
     CODEC,
     Event,
@@ -352,10 +353,10 @@ def _with_header_key_bytes(batch: Any, marker: bytes, raw: bytes) -> None:
     batch._buffer = bytes(data)
 
 
-async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings) -> None:
-    """aiokafka cannot read such a record (it fails the whole fetch); the consumer
-    reads its batch itself: the record is dead-lettered, the valid ones in the same
-    batch, after it and in other partitions are applied, each once."""
+async def _produce_a_header_key_that_is_not_utf8(settings: Settings) -> tuple[Event, list[str]]:
+    """Partition 0 of the activity topic: one batch of offset 0 (valid), 1 (a header
+    key that is not UTF-8), 2 (valid); then 3 (valid). Partition 1: one valid record.
+    The record at offset 1 and the users of the valid ones."""
     await create_topics(settings)
     topic = settings.topic_user_activity
     users = {name: new_id(name) for name in ("before", "beside", "after", "elsewhere")}
@@ -364,7 +365,6 @@ async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
     try:
-        # One batch: offset 0 valid, 1 with the header key, 2 valid; then offset 3.
         batch = producer.create_batch()
         for e, hs in (
             (valid["before"], []),
@@ -379,12 +379,16 @@ async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings
         await (await producer.send(topic, elsewhere.value, elsewhere.key, partition=1))
     finally:
         await producer.stop()
-    async with running(settings) as service:
-        await wait_consumed(settings, 5, timeout=30, service=service)
-        dead = await read_to_end(settings, settings.topic_dlq)
-    [letter] = dead
+    return bad, list(users.values())
+
+
+async def _assert_dead_lettered_once_and_the_rest_applied(
+    settings: Settings, bad: Event, users: list[str]
+) -> None:
+    [letter] = await read_to_end(settings, settings.topic_dlq)
     h = headers_of(letter)
     assert (letter.key, letter.value) == (bad.key, bad.value)
+    topic = settings.topic_user_activity
     assert (h["dlq.original.topic"], h["dlq.original.partition"]) == (topic.encode(), b"0")
     assert (h["dlq.original.offset"], h["dlq.error.type"]) == (b"1", b"decode_error")
     assert rb"\xff\xfe\xfd\xfc" in h["dlq.error.message"], h
@@ -396,5 +400,22 @@ async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings
         ("dlq.original.header.key", b"\xff\xfe\xfd\xfc"),
         ("dlq.original.header.value", b"x"),
     )
-    for user in users.values():
+    for user in users:
         assert await query(settings, "SELECT 1 FROM user_projection WHERE user_id = $1", user)
+
+
+async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings) -> None:
+    """aiokafka cannot read such a record (it fails the whole fetch); the consumer
+    reads its batch itself: the record is dead-lettered, the valid ones in the same
+    batch, after it and in other partitions are applied, each once."""
+    bad, users = await _produce_a_header_key_that_is_not_utf8(settings)
+    async with running(settings) as service:
+        await wait_consumed(settings, 5, timeout=30, service=service)
+    await _assert_dead_lettered_once_and_the_rest_applied(settings, bad, users)
+
+
+async def test_replay_reads_past_a_header_key_that_is_not_utf8(settings: Settings) -> None:
+    bad, users = await _produce_a_header_key_that_is_not_utf8(settings)
+    report = await replay(settings, lambda: datetime.now(UTC), progress=False)
+    assert (report.events, report.dead_lettered) == (5, 1)
+    await _assert_dead_lettered_once_and_the_rest_applied(settings, bad, users)

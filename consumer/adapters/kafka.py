@@ -6,19 +6,31 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import struct
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import codec as codecs
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    CorruptRecordException,
+    IllegalOperation,
+    IllegalStateError,
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
     TopicAlreadyExistsError,
+    UnsupportedCodecError,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import decode_varint
+from aiokafka.structs import ConsumerRecord
 
 from consumer.adapters.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
 from consumer.config import Settings
@@ -104,14 +116,18 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
+_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
+_FETCH_BYTES = 64 * 1024 * 1024
+
+
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
         **client_options(settings),
         group_id=settings.kafka_group_id,
         enable_auto_commit=False,  # positions live in PostgreSQL with the effects
         auto_offset_reset="earliest",
-        max_partition_fetch_bytes=4 * 1024 * 1024,
-        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=_PARTITION_FETCH_BYTES,
+        fetch_max_bytes=_FETCH_BYTES,
     )
 
 
@@ -308,3 +324,367 @@ async def input_partitions(settings: Settings) -> list[TopicPartition]:
         if t["error_code"] == 0
         for p in t["partitions"]
     )
+
+
+# --- fetching: records aiokafka cannot read --------------------------------------------------
+# aiokafka decodes every header key as UTF-8 while it iterates a fetch (its C reader raises
+# UnicodeDecodeError, its pure-Python one CorruptRecordException from it). Kafka does not
+# require UTF-8 there and librdkafka writes any bytes, so one such record fails every
+# `getmany` that reaches it, for all partitions at once, and its position never moves.
+# `fetch_records` reads the batch holding it here instead, from the raw bytes.
+
+_LOG_OVERHEAD = 12  # base offset (int64) and batch length (int32) before every batch
+_BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")  # a v2 record batch's header, 61 bytes
+_CODECS = {
+    0x01: (codecs.has_gzip, codecs.gzip_decode),
+    0x02: (codecs.has_snappy, codecs.snappy_decode),
+    0x03: (codecs.has_lz4, codecs.lz4_decode),
+    0x04: (codecs.has_zstd, codecs.zstd_decode),
+}
+_READ_UNCOMMITTED = 0
+_NOTHING_FOUND_PAUSE = 1.0
+RAW_HEADER_KEY = "dlq.original.header.key"
+RAW_HEADER_VALUE = "dlq.original.header.value"
+
+
+@dataclass(slots=True)
+class Fetched:
+    """One fetch: the records read, per partition in offset order, and the records
+    that could not be read at all, already dead letters (`unreadable`)."""
+
+    records: dict[TopicPartition, list[ConsumerRecord]] = field(default_factory=dict)
+    unreadable: list[DeadLetter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return sum(len(rs) for rs in self.records.values()) + len(self.unreadable)
+
+    def all_records(self) -> list[ConsumerRecord]:
+        return [r for rs in self.records.values() for r in rs]
+
+    def next_offsets(self) -> dict[TopicPartition, int]:
+        """Per partition, the offset after the last record fetched, read or not."""
+        out: dict[TopicPartition, int] = {}
+        for r in [*self.all_records(), *(d.record for d in self.unreadable)]:
+            tp = TopicPartition(r.topic, r.partition)
+            out[tp] = max(out.get(tp, 0), r.offset + 1)
+        return out
+
+
+async def fetch_records(
+    consumer: AIOKafkaConsumer, *partitions: TopicPartition, timeout_ms: int, max_records: int
+) -> Fetched:
+    """`consumer.getmany`, except that a record aiokafka cannot read (a header key
+    that is not UTF-8) does not stop the reading.
+
+    When `getmany` fails on one, every partition goes back to where it was before the
+    call (aiokafka moved some without returning their records), the partitions are
+    read once here, raw, and each batch parsed by aiokafka's own reader; the batch it
+    cannot read is parsed here, its readable records returned, each other one turned
+    into a dead letter (`decode_error`; the header dropped, its raw key and value kept
+    in `dlq.original.header.key` / `dlq.original.header.value`). Only partitions
+    holding such a batch are returned, up to and including it, and their positions
+    move past it: the rest is read as usual by the next call.
+    """
+    before = await _positions(consumer, partitions or tuple(consumer.assignment()))
+    try:
+        got = await consumer.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+    except (UnicodeDecodeError, CorruptRecordException) as exc:
+        if not _cannot_decode(exc):
+            raise
+        log.warning(
+            "a record aiokafka cannot read; reading its batch here", extra={"error": str(exc)}
+        )
+        return await _read_around(consumer, partitions, before, max_records)
+    return Fetched(got)
+
+
+def _cannot_decode(exc: BaseException) -> bool:
+    """aiokafka's failure on a header key that is not UTF-8, from either of its readers."""
+    return isinstance(exc, UnicodeDecodeError) or (
+        isinstance(exc, CorruptRecordException) and isinstance(exc.__cause__, UnicodeDecodeError)
+    )
+
+
+async def _positions(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    out: dict[TopicPartition, int] = {}
+    for tp in partitions:
+        with contextlib.suppress(IllegalStateError):  # no longer assigned
+            out[tp] = await consumer.position(tp)
+    return out
+
+
+async def _read_around(
+    consumer: AIOKafkaConsumer,
+    partitions: Sequence[TopicPartition],
+    before: Mapping[TopicPartition, int],
+    max_records: int,
+) -> Fetched:
+    assigned = consumer.assignment()
+    positions: dict[TopicPartition, int] = {}
+    for tp in partitions or tuple(assigned):
+        if tp in assigned:
+            positions[tp] = before[tp] if tp in before else await _rewound(consumer, tp)
+            # aiokafka moved the partitions it drained before failing, and dropped
+            # their records with the exception: back to where they were.
+            consumer.seek(tp, positions[tp])
+    raw = await _fetch_raw(consumer, positions)
+    # All read before any position moves: a batch that fails here moves nothing.
+    found = {
+        tp: batches
+        for tp, data in raw.items()
+        if (batches := read_partition(tp, positions[tp], data)) is not None
+    }
+    if not found:
+        # Gone from the assignment (a rebalance), or the broker did not answer:
+        # the next call finds out, without spinning.
+        log.warning("the record aiokafka could not read was not found again")
+        await asyncio.sleep(_NOTHING_FOUND_PAUSE)
+    out = Fetched()
+    remaining = max_records
+    for tp, batches in found.items():
+        end = positions[tp]
+        for i, batch in enumerate(batches):
+            if i and remaining <= 0:
+                break  # at least one batch each: the position always moves
+            if batch.records:
+                out.records.setdefault(tp, []).extend(batch.records)
+            out.unreadable.extend(batch.unreadable)
+            remaining -= len(batch.records) + len(batch.unreadable)
+            end = batch.next_offset
+        if tp in consumer.assignment():
+            consumer.seek(tp, end)
+    return out
+
+
+async def _rewound(consumer: AIOKafkaConsumer, tp: TopicPartition) -> int:
+    """A position for a partition assigned during the failed call, when its position
+    at the start is unknown: the group's committed offset (never past what was
+    applied), else the beginning. Records read again are skipped by their offsets."""
+    with contextlib.suppress(IllegalOperation, KafkaError):  # IllegalOperation: no group
+        committed = await consumer.committed(tp)
+        if committed is not None:
+            return int(committed)
+    return int((await consumer.beginning_offsets([tp]))[tp])
+
+
+async def _fetch_raw(
+    consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int]
+) -> dict[TopicPartition, bytes]:
+    """The partitions' record batches from `positions`, as bytes (one FetchRequest per
+    leader, read uncommitted as our consumers do); a partition that fails is left out."""
+    client = consumer._client  # aiokafka offers no raw fetch: its connection, not ours
+    by_node: dict[int, dict[str, list[tuple[int, int, int]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for tp, offset in positions.items():
+        node = client.cluster.leader_for_partition(tp)
+        if node is not None and node >= 0:
+            by_node[node][tp.topic].append((tp.partition, offset, _PARTITION_FETCH_BYTES))
+    out: dict[TopicPartition, bytes] = {}
+    for node, topics in by_node.items():
+        request = FetchRequest(0, 0, _FETCH_BYTES, _READ_UNCOMMITTED, list(topics.items()))
+        try:
+            response = await client.send(node, request)
+        except KafkaError as exc:
+            log.warning("raw fetch failed", extra={"node": node, "error": repr(exc)})
+            continue
+        for topic, answered in response.topics:
+            for partition, error_code, _highwater, *data in answered:
+                if error_code == 0 and data[-1]:
+                    out[TopicPartition(topic, partition)] = bytes(data[-1])
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ReadBatch:
+    records: list[ConsumerRecord]
+    unreadable: list[DeadLetter]
+    next_offset: int
+
+
+def read_partition(tp: TopicPartition, position: int, data: bytes) -> list[ReadBatch] | None:
+    """The record batches of one partition's fetched `data`, from `position` up to
+    and including the first one aiokafka cannot read; None when there is none.
+
+    Every batch is read by aiokafka's own reader (control batches skipped, CRC
+    checked); only one it fails on with a header key that is not UTF-8 is parsed
+    here. A batch cut short at the end of `data` is left for the next fetch.
+    """
+    out: list[ReadBatch] = []
+    for raw in _split_batches(data):
+        batch = MemoryRecords(raw).next_batch()
+        if batch is None:
+            break
+        if not batch.validate_crc():
+            raise CorruptRecordException(f"Invalid CRC - {tp}")
+        if batch.is_control_batch:
+            out.append(ReadBatch([], [], batch.next_offset))
+            continue
+        try:
+            records = [_consumer_record(tp, r) for r in batch if r.offset >= position]
+        except (UnicodeDecodeError, CorruptRecordException) as exc:
+            if not _cannot_decode(exc):
+                raise
+            out.append(_read_leniently(tp, position, raw))
+            return out
+        out.append(ReadBatch(records, [], batch.next_offset))
+    return None
+
+
+def _split_batches(data: bytes) -> Iterator[bytes]:
+    pos = 0
+    while len(data) - pos >= _LOG_OVERHEAD:
+        (length,) = struct.unpack_from(">i", data, pos + 8)
+        end = pos + _LOG_OVERHEAD + length
+        if length < 0 or end > len(data):
+            return  # cut short by the fetch size (the broker may do that)
+        yield data[pos:end]
+        pos = end
+
+
+def _consumer_record(tp: TopicPartition, r: Any) -> ConsumerRecord:
+    return ConsumerRecord(
+        tp.topic,
+        tp.partition,
+        r.offset,
+        r.timestamp,
+        r.timestamp_type,
+        r.key,
+        r.value,
+        r.checksum,
+        len(r.key) if r.key is not None else -1,
+        len(r.value) if r.value is not None else -1,
+        tuple(r.headers),
+    )
+
+
+def _read_leniently(tp: TopicPartition, position: int, raw: bytes) -> ReadBatch:
+    """A v2 record batch, header keys kept as bytes: a record whose keys are all
+    UTF-8 is read as aiokafka would have read it, any other is a dead letter."""
+    header = _BATCH_HEADER.unpack_from(raw)
+    base_offset, magic, attributes, last_delta, first_ts, max_ts = (
+        header[0],
+        header[3],
+        header[5],
+        header[6],
+        header[7],
+        header[8],
+    )
+    if magic != 2:  # older formats have no headers: aiokafka failed for another reason
+        raise CorruptRecordException(f"magic {magic} batch aiokafka cannot read - {tp}")
+    log_append_time = bool(attributes & 0x08)
+    buffer = bytearray(_decompressed(attributes & 0x07, raw[_BATCH_HEADER.size :]))
+    records: list[ConsumerRecord] = []
+    unreadable: list[DeadLetter] = []
+    pos = 0
+    try:
+        for _ in range(header[12]):
+            (ts_delta, offset_delta, key, value, headers), pos = _read_record(buffer, pos)
+            offset = base_offset + offset_delta
+            if offset < position:
+                continue
+            timestamp = max_ts if log_append_time else first_ts + ts_delta
+            made = _record_or_dead_letter(
+                tp, offset, timestamp, int(log_append_time), key, value, headers
+            )
+            (unreadable if isinstance(made, DeadLetter) else records).append(made)
+    except (ValueError, IndexError) as exc:
+        raise CorruptRecordException(f"Found invalid record structure: {exc!r}") from exc
+    if pos != len(buffer):
+        raise CorruptRecordException(f"{len(buffer) - pos} unconsumed bytes after all records")
+    return ReadBatch(records, unreadable, base_offset + last_delta + 1)
+
+
+def _decompressed(codec: int, data: bytes) -> bytes:
+    if codec == 0:
+        return data
+    available, decode = _CODECS.get(codec, (None, None))
+    if available is None or decode is None or not available():
+        raise UnsupportedCodecError(f"compression codec {codec:#04x} not available")
+    return bytes(decode(data))
+
+
+RawRecord = tuple[int, int, bytes | None, bytes | None, list[tuple[bytes, bytes | None]]]
+
+
+def _read_record(buffer: bytearray, pos: int) -> tuple[RawRecord, int]:
+    """One record (KIP-98 layout): length, attributes, timestamp delta, offset delta,
+    key, value, headers; header keys as bytes."""
+    length, pos = decode_varint(buffer, pos)
+    start = pos
+    _attributes, pos = decode_varint(buffer, pos)
+    ts_delta, pos = decode_varint(buffer, pos)
+    offset_delta, pos = decode_varint(buffer, pos)
+    key, pos = _nullable_bytes(buffer, pos)
+    value, pos = _nullable_bytes(buffer, pos)
+    count, pos = decode_varint(buffer, pos)
+    if count < 0:
+        raise ValueError(f"invalid number of record headers {count}")
+    headers: list[tuple[bytes, bytes | None]] = []
+    for _ in range(count):
+        h_key, pos = _nullable_bytes(buffer, pos)
+        if h_key is None:
+            raise ValueError("a header key is null")
+        h_value, pos = _nullable_bytes(buffer, pos)
+        headers.append((h_key, h_value))
+    if pos - start != length:
+        raise ValueError(f"record of {length} bytes, read {pos - start}")
+    return (ts_delta, offset_delta, key, value, headers), pos
+
+
+def _nullable_bytes(buffer: bytearray, pos: int) -> tuple[bytes | None, int]:
+    size, pos = decode_varint(buffer, pos)
+    if size < 0:
+        return None, pos
+    if pos + size > len(buffer):
+        raise ValueError("a field runs past the end of the batch")
+    return bytes(buffer[pos : pos + size]), pos + size
+
+
+def _record_or_dead_letter(
+    tp: TopicPartition,
+    offset: int,
+    timestamp: int,
+    timestamp_type: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[bytes, bytes | None]],
+) -> ConsumerRecord | DeadLetter:
+    readable: list[tuple[str, bytes | None]] = []
+    raw: list[tuple[str, bytes | None]] = []
+    problems: list[str] = []
+    for i, (h_key, h_value) in enumerate(headers):
+        try:
+            readable.append((h_key.decode("utf-8"), h_value))
+        except UnicodeDecodeError:
+            raw += [(RAW_HEADER_KEY, h_key), (RAW_HEADER_VALUE, h_value)]
+            problems.append(f"header {i} key {_escaped(h_key)}")
+    record = ConsumerRecord(
+        tp.topic,
+        tp.partition,
+        offset,
+        timestamp,
+        timestamp_type,
+        key,
+        value,
+        None,
+        len(key) if key is not None else -1,
+        len(value) if value is not None else -1,
+        tuple(readable),
+    )
+    if not problems:
+        return record
+    return DeadLetter(
+        record,
+        "decode_error",
+        f"header key not UTF-8 ({'; '.join(problems)}): the record cannot be read; "
+        f"such headers are left out of these headers, their raw key and value follow "
+        f"as {RAW_HEADER_KEY} and {RAW_HEADER_VALUE}",
+        tuple(raw),
+    )
+
+
+def _escaped(raw: bytes, limit: int = 100) -> str:
+    return repr(raw[:limit]) + ("..." if len(raw) > limit else "")

@@ -18,9 +18,10 @@ from datetime import datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from consumer.adapters.kafka import input_partitions, make_reader
+from consumer.adapters.kafka import fetch_records, input_partitions, make_reader
 from consumer.bootstrap import build
 from consumer.config import Settings
+from consumer.service.ports import InRecord
 
 log = logging.getLogger(__name__)
 
@@ -64,15 +65,22 @@ async def replay(
         started = time.perf_counter()
         with tqdm(total=total, unit="ev", disable=not progress, smoothing=0.1) as bar:
             while remaining:
-                batch = await consumer.getmany(
-                    *remaining, timeout_ms=500, max_records=settings.ingest_batch_max_records
+                # getmany, but a record aiokafka cannot read comes out as a dead letter.
+                fetched = await fetch_records(
+                    consumer,
+                    *remaining,
+                    timeout_ms=500,
+                    max_records=settings.ingest_batch_max_records,
                 )
-                records = [r for tp, rs in batch.items() for r in rs if r.offset < end[tp]]
-                if records:
-                    outcome = await ingestor.process(records, save_offsets=False)
-                    done += len(records)
+                records = [r for r in fetched.all_records() if r.offset < end[_tp(r)]]
+                unreadable = [d for d in fetched.unreadable if d.record.offset < end[_tp(d.record)]]
+                if records or unreadable:
+                    outcome = await ingestor.process(
+                        records, save_offsets=False, unreadable=unreadable
+                    )
+                    done += len(records) + len(unreadable)
                     dead += sum(outcome.dead.values())
-                    bar.update(len(records))
+                    bar.update(len(records) + len(unreadable))
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
@@ -86,6 +94,10 @@ async def replay(
         await consumer.stop()
         await producer.stop()
         await parts.store.close()
+
+
+def _tp(record: InRecord) -> TopicPartition:
+    return TopicPartition(record.topic, record.partition)
 
 
 async def _start_offsets(

@@ -15,14 +15,20 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from consumer.adapters.kafka import OffsetsFromDatabase, ensure_topics, make_consumer
+from consumer.adapters.kafka import (
+    Fetched,
+    OffsetsFromDatabase,
+    ensure_topics,
+    fetch_records,
+    make_consumer,
+)
 from consumer.bootstrap import Clock, Wired, build, store_from_settings, utc_now
 from consumer.config import Settings
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
 from consumer.service.health import HealthReport, lag_of
 from consumer.service.ingest import PreparedBatch
-from consumer.service.ports import BatchOutcome, InRecord, Unavailable
+from consumer.service.ports import BatchOutcome, Unavailable
 from consumer.service.retry import Stopped, retrying
 
 log = logging.getLogger(__name__)
@@ -170,26 +176,30 @@ class Service:
         s = self.settings
         last_kafka_commit = 0.0
         while not self.stop.is_set():
-            batch = await self.consumer.getmany(
-                timeout_ms=s.ingest_fetch_timeout_ms, max_records=s.ingest_batch_max_records
+            # getmany, but a record aiokafka cannot read comes out as a dead letter.
+            fetched = await fetch_records(
+                self.consumer,
+                timeout_ms=s.ingest_fetch_timeout_ms,
+                max_records=s.ingest_batch_max_records,
             )
-            records = [r for rs in batch.values() for r in rs]
-            if not records:
+            if not len(fetched):
                 continue
             async with self.batch_lock:
                 try:
-                    outcome = await self._apply_through_outages(records)
+                    outcome = await self._apply_through_outages(fetched)
                 except Stopped:
                     return
-            self._applied(outcome, batch)
+            self._applied(outcome, fetched)
             loop_time = asyncio.get_running_loop().time()
             if loop_time - last_kafka_commit > KAFKA_COMMIT_SECONDS:
                 last_kafka_commit = loop_time
                 await self._commit_to_kafka()
 
-    async def _apply_through_outages(self, records: Sequence[InRecord]) -> BatchOutcome:
+    async def _apply_through_outages(self, fetched: Fetched) -> BatchOutcome:
         """Nothing more is fetched until this batch is applied."""
-        prepared: PreparedBatch = self.parts.ingestor.prepare(records)
+        prepared: PreparedBatch = self.parts.ingestor.prepare(
+            fetched.all_records(), unreadable=fetched.unreadable
+        )
         return await retrying(
             lambda: self.parts.ingestor.apply(prepared),
             retry_on=Unavailable,
@@ -197,8 +207,8 @@ class Service:
             stop=self.stop,
         )
 
-    def _applied(self, outcome: BatchOutcome, batch: dict[TopicPartition, list[InRecord]]) -> None:
-        events = sum(len(rs) for rs in batch.values())
+    def _applied(self, outcome: BatchOutcome, fetched: Fetched) -> None:
+        events = len(fetched)
         self.parts.dispatcher.notify(outcome.earliest_due)
         self.parts.metrics.batch_applied(outcome, events)
         log.info(
@@ -209,14 +219,13 @@ class Service:
                 "seconds": round(outcome.seconds, 4),
             },
         )
-        for tp, rs in batch.items():
-            if rs:
-                self.positions[tp] = rs[-1].offset + 1
-                highwater = self.consumer.highwater(tp)
-                if highwater is not None:
-                    self.parts.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                        max(0, highwater - self.positions[tp])
-                    )
+        for tp, offset in fetched.next_offsets().items():
+            self.positions[tp] = offset
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.parts.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, highwater - offset)
+                )
 
     async def _commit_to_kafka(self) -> None:
         """Mirror positions into Kafka for lag tooling; PostgreSQL stays authoritative."""

@@ -104,25 +104,40 @@ class Ingestor:
                 good.append(Decoded(record, event))
         return good, dead
 
-    def prepare(self, records: Sequence[InRecord], *, save_offsets: bool = True) -> PreparedBatch:
+    def prepare(
+        self,
+        records: Sequence[InRecord],
+        *,
+        save_offsets: bool = True,
+        unreadable: Sequence[DeadLetter] = (),
+    ) -> PreparedBatch:
         """Decode once; the batch may then be applied (retried) any number of times.
 
         `save_offsets=False` (replay) applies the events without moving the
         group's stored positions: the rules are idempotent, so that is safe.
+        `unreadable`: records of the same fetch the Kafka adapter could not read
+        at all, already dead letters; they go out with the batch's own and their
+        offsets are committed with it, like any record's.
         """
         decoded, dead = self.decode(records)
         offsets: dict[Partition, int] = {}
-        for r in records if save_offsets else ():
+        for r in [*records, *(d.record for d in unreadable)] if save_offsets else ():
             key = (r.topic, r.partition)
             offsets[key] = max(offsets.get(key, 0), r.offset + 1)
         # Event time order inside the batch; per-partition order is kept for ties.
         decoded.sort(key=lambda d: d.event.occurred_at)
-        return PreparedBatch(decoded, dead, offsets)
+        return PreparedBatch(decoded, [*unreadable, *dead], offsets)
 
     async def process(
-        self, records: Sequence[InRecord], *, save_offsets: bool = True
+        self,
+        records: Sequence[InRecord],
+        *,
+        save_offsets: bool = True,
+        unreadable: Sequence[DeadLetter] = (),
     ) -> BatchOutcome:
-        return await self.apply(self.prepare(records, save_offsets=save_offsets))
+        return await self.apply(
+            self.prepare(records, save_offsets=save_offsets, unreadable=unreadable)
+        )
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:
         """Apply a batch exactly once; raises only on infrastructure failures."""

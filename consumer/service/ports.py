@@ -75,6 +75,9 @@ class DeadLetter:
     record: InRecord
     error_type: str
     message: str
+    # More `dlq.*` headers, after ours: what the record held that its headers cannot
+    # carry as they came (a header key that is not UTF-8, kept as a header value).
+    extra: Headers = ()
 
     def headers(self) -> list[tuple[str, bytes | None]]:
         kept = [(k, v) for k, v in self.record.headers if not k.startswith("dlq.")]
@@ -85,6 +88,7 @@ class DeadLetter:
             ("dlq.original.offset", str(self.record.offset).encode()),
             ("dlq.error.type", self.error_type.encode()),
             ("dlq.error.message", self.message.encode("utf-8", "replace")[:4000]),
+            *self.extra,
         ]
 
 

@@ -32,6 +32,7 @@ from consumer.adapters.codec import AVRO_MAGIC
 from consumer.adapters.wire import BadInput, parse_event
 from consumer.config import Settings
 from consumer.domain.events import EventKind
+from consumer.entrypoints.replay import replay
 from tests.integration.helpers import (
     CODEC,
     Event,
@@ -352,31 +353,69 @@ def _with_header_key_bytes(batch: Any, marker: bytes, raw: bytes) -> None:
     batch._buffer = bytes(data)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, UnicodeDecodeError),
-    reason="aiokafka cannot read a record whose header key is not UTF-8: getmany raises "
-    "UnicodeDecodeError for the whole fetch and the position never moves, so the service "
-    "stops on it at every start. Not fixed yet (see the report of issue 10).",
-)
-async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings) -> None:
+async def _produce_a_header_key_that_is_not_utf8(settings: Settings) -> tuple[Event, list[str]]:
+    """Partition 0 of the activity topic: one batch of offset 0 (valid), 1 (a header
+    key that is not UTF-8), 2 (valid); then 3 (valid). Partition 1: one valid record.
+    The record at offset 1 and the users of the valid ones."""
     await create_topics(settings)
     topic = settings.topic_user_activity
-    user = new_id("after")
-    after = activity(user, T0)
+    users = {name: new_id(name) for name in ("before", "beside", "after", "elsewhere")}
+    valid = {name: activity(user, T0) for name, user in users.items()}
+    bad = activity(new_id("bad"), T0)
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
     try:
         batch = producer.create_batch()
-        bad = activity(new_id("bad"), T0)
-        batch.append(key=bad.key, value=bad.value, timestamp=None, headers=[("MARK", b"x")])
+        for e, hs in (
+            (valid["before"], []),
+            (bad, [("traceparent", b"t"), ("MARK", b"x")]),
+            (valid["beside"], []),
+        ):
+            batch.append(key=e.key, value=e.value, timestamp=None, headers=hs)
         _with_header_key_bytes(batch, b"MARK", b"\xff\xfe\xfd\xfc")
         await (await producer.send_batch(batch, topic, partition=0))
+        after, elsewhere = valid["after"], valid["elsewhere"]
         await (await producer.send(topic, after.value, after.key, partition=0))
+        await (await producer.send(topic, elsewhere.value, elsewhere.key, partition=1))
     finally:
         await producer.stop()
+    return bad, list(users.values())
+
+
+async def _assert_dead_lettered_once_and_the_rest_applied(
+    settings: Settings, bad: Event, users: list[str]
+) -> None:
+    [letter] = await read_to_end(settings, settings.topic_dlq)
+    h = headers_of(letter)
+    assert (letter.key, letter.value) == (bad.key, bad.value)
+    topic = settings.topic_user_activity
+    assert (h["dlq.original.topic"], h["dlq.original.partition"]) == (topic.encode(), b"0")
+    assert (h["dlq.original.offset"], h["dlq.error.type"]) == (b"1", b"decode_error")
+    assert rb"\xff\xfe\xfd\xfc" in h["dlq.error.message"], h
+    # The unreadable header is not among the record's headers; its bytes follow ours.
+    assert [(k, v) for k, v in letter.headers if not k.startswith("dlq.")] == [
+        ("traceparent", b"t")
+    ]
+    assert letter.headers[-2:] == (
+        ("dlq.original.header.key", b"\xff\xfe\xfd\xfc"),
+        ("dlq.original.header.value", b"x"),
+    )
+    for user in users:
+        assert await query(settings, "SELECT 1 FROM user_projection WHERE user_id = $1", user)
+
+
+async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings) -> None:
+    """aiokafka cannot read such a record (it fails the whole fetch); the consumer
+    reads its batch itself: the record is dead-lettered, the valid ones in the same
+    batch, after it and in other partitions are applied, each once."""
+    bad, users = await _produce_a_header_key_that_is_not_utf8(settings)
     async with running(settings) as service:
-        await wait_consumed(settings, 2, timeout=30, service=service)
-        dead = await read_to_end(settings, settings.topic_dlq)
-    assert len(dead) == 1
-    assert await query(settings, "SELECT 1 FROM user_projection WHERE user_id = $1", user)
+        await wait_consumed(settings, 5, timeout=30, service=service)
+    await _assert_dead_lettered_once_and_the_rest_applied(settings, bad, users)
+
+
+async def test_replay_reads_past_a_header_key_that_is_not_utf8(settings: Settings) -> None:
+    bad, users = await _produce_a_header_key_that_is_not_utf8(settings)
+    report = await replay(settings, lambda: datetime.now(UTC), progress=False)
+    assert (report.events, report.dead_lettered) == (5, 1)
+    await _assert_dead_lettered_once_and_the_rest_applied(settings, bad, users)

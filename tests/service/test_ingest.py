@@ -18,6 +18,7 @@ from consumer.service.ports import (
     BadValue,
     BatchKeys,
     Conflict,
+    DeadLetter,
     IngestStore,
     Partition,
     Store,
@@ -211,6 +212,36 @@ async def test_a_dead_letter_is_never_lost_when_its_topic_is_away(
     await service.process(records)
     assert [d.record.offset for d in dead_letters.sent] == [0]
     assert await store.load_offsets([(ACTIVITY, 0)]) == {(ACTIVITY, 0): 2}
+
+
+async def test_records_the_adapter_could_not_read_go_out_and_commit_with_the_batch(
+    store: Store, dead_letters: MemoryDeadLetters, clock: FixedClock
+) -> None:
+    def unreadable(offset: int) -> DeadLetter:
+        record = Rec(ACTIVITY, 0, offset, b"v", b"k", [("kept", b"1")])
+        raw = (("dlq.original.header.key", b"\xff"), ("dlq.original.header.value", b"x"))
+        return DeadLetter(record, "decode_error", "header key not UTF-8", raw)
+
+    first, second = recs([activity("u1", T0 - H)]), recs([activity("u2", T0 - H)], start=2)
+    service = ingestor(store, dead_letters, clock)
+    outcome = await service.process([*first, *second], unreadable=[unreadable(1)])
+    assert outcome.applied == Counter({ACTIVITY: 2})
+    assert outcome.dead == Counter({(ACTIVITY, "decode_error"): 1})
+    [sent] = dead_letters.sent
+    assert sent.headers()[0] == ("kept", b"1")
+    assert sent.headers()[-2:] == [
+        ("dlq.original.header.key", b"\xff"),
+        ("dlq.original.header.value", b"x"),
+    ]
+    assert await store.load_offsets([(ACTIVITY, 0)]) == {(ACTIVITY, 0): 3}
+
+    # Read again (a crash before Kafka heard of it): applied already, not sent twice.
+    await service.process([*first, *second], unreadable=[unreadable(1)])
+    assert len(dead_letters.sent) == 1
+    # Nothing readable in a batch: the position still moves past the unreadable one.
+    await service.process([], unreadable=[unreadable(3)])
+    assert [d.record.offset for d in dead_letters.sent] == [1, 3]
+    assert await store.load_offsets([(ACTIVITY, 0)]) == {(ACTIVITY, 0): 4}
 
 
 def activity_of_user(kind: EventKind, value: bytes | None) -> InputEvent:

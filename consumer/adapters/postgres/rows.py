@@ -18,6 +18,9 @@ from consumer.domain.model import (
 )
 from consumer.service.ports import FollowupView
 
+# `scheduled_followups.cancelled_by` of a row an operator cancelled (NULL: a rule did).
+OPERATOR = "operator"
+
 
 def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
@@ -41,6 +44,9 @@ def trigger_data(f: Followup) -> dict[str, Any]:
 
 
 def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
+    """A stored follow-up as the rules see it. Leased (even when the lease has
+    lapsed: it may have been published) means in flight; `now` is kept for
+    callers that know a lease better."""
     data = json.loads(row["trigger_data"]) if row["trigger_data"] else {}
     lease_until = row["lease_until"]
     return Followup(
@@ -59,7 +65,8 @@ def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
         activity_basis=_dt(data.get("last_activity")),
         custom_message=data.get("custom_message"),
         cancelled_at=row["cancelled_at"],
-        in_flight=lease_until is not None and lease_until > now,
+        in_flight=lease_until is not None,
+        operator_cancelled=row.get("cancelled_by") == OPERATOR,
     )
 
 

@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 
 class TriggerType(StrEnum):
@@ -56,6 +57,7 @@ def reengagement_id(user_id: str, cycle: int) -> str:
     return followup_id(TriggerType.RE_ENGAGEMENT, user_id, str(cycle))
 
 
+@lru_cache(maxsize=1 << 16)
 def post_event_id(user_id: str, first_booking_id: str) -> str:
     """The follow-up of a user's chain of bookings, named after its first booking
     (by event date, then booking id): the same bookings give the same id whatever
@@ -63,6 +65,7 @@ def post_event_id(user_id: str, first_booking_id: str) -> str:
     return followup_id(TriggerType.POST_EVENT, user_id, first_booking_id)
 
 
+@lru_cache(maxsize=1 << 16)
 def emotion_checkin_id(conversation_id: str, message_id: str) -> str:
     """The check-in caused by the score of `message_id` (the one whose average
     fell below 0.4), whichever copy of that score arrived."""

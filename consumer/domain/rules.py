@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal, Protocol, assert_never
 from zoneinfo import ZoneInfo
 
@@ -75,8 +76,29 @@ class State(Protocol):
 # --- pure helpers ---------------------------------------------------------------
 
 
+@lru_cache(maxsize=1 << 14)
 def _decimal(value: float) -> Decimal:
     return Decimal(repr(value))
+
+
+# Scores as whole numbers of 1e-20 (exact for any score written with at most 20
+# decimals): window sums in integers give the same averages as `average`.
+_SCALE = 20
+
+
+@lru_cache(maxsize=1 << 14)
+def _scaled(value: float) -> int | None:
+    exponent = _decimal(value).as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -_SCALE:
+        return None
+    return int(_decimal(value).scaleb(_SCALE))
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_low(total: int, count: int) -> bool:
+    """`average(window) < LOW_EMOTION` for a window of `count` scaled scores summing
+    to `total` (exactly the same Decimal arithmetic: both sums are exact)."""
+    return float(Decimal(total).scaleb(-_SCALE) / count) < LOW_EMOTION
 
 
 def average(scores: Sequence[Score]) -> float | None:
@@ -209,6 +231,8 @@ class _Decision:
     def _overlaid(self, loaded: Iterable[Followup], mine: Iterable[str]) -> list[Followup]:
         """Loaded rows as this decision left them, plus this decision's rows `mine`;
         the caller filters (a row may have changed user or status here)."""
+        if not self._followups and not self._removed:
+            return list(loaded)  # nothing of ours yet: the common case
         seen = {f.id: self._followups.get(f.id, f) for f in loaded}
         seen.update({k: self._followups[k] for k in mine})
         return [f for k, f in seen.items() if k not in self._removed]
@@ -309,14 +333,13 @@ class _Decision:
                 confirmed_at=e.occurred_at,
                 confirm_event_id=e.event_id,
             )
-        changed = booking != old
-        if changed:
+        if booking != old:
             self._put(booking)
-        # The new owner first: it takes the booking over before the previous
-        # owner's follow-up of it goes (see `_reconcile_post_event`).
-        self._reconcile_post_event(booking.user_id, {e.booking_id} if changed else set())
-        if old is not None and old.confirmed_at is not None and old.user_id != booking.user_id:
-            self._reconcile_post_event(old.user_id, {e.booking_id})
+            # The new owner first: it takes the booking over before the previous
+            # owner's follow-up of it goes (see `_reconcile_post_event`).
+            self._reconcile_post_event(booking.user_id, {e.booking_id})
+            if old is not None and old.confirmed_at is not None and old.user_id != booking.user_id:
+                self._reconcile_post_event(old.user_id, {e.booking_id})
         self._touch(e.user_id, e.occurred_at, tz_changed=tz_changed)
 
     def booking_cancelled(self, e: BookingCancelled) -> None:
@@ -330,11 +353,10 @@ class _Decision:
             if booking.confirmed_at is None:
                 # Not confirmed yet: it belongs to whoever cancelled it (first).
                 booking = replace(booking, user_id=e.user_id)
-        changed = booking != old
-        if changed:
+        if booking != old:
             self._put(booking)
-        if booking.confirmed_at is not None:
-            self._reconcile_post_event(booking.user_id, {e.booking_id} if changed else set())
+            if booking.confirmed_at is not None:
+                self._reconcile_post_event(booking.user_id, {e.booking_id})
 
     def emotion_scored(self, e: EmotionScored) -> None:
         conv = self.state.conversation(e.conversation_id)
@@ -347,10 +369,9 @@ class _Decision:
         # A conversation scored under several user ids (a producer's mistake)
         # belongs to the smallest: any choice that does not depend on order would do.
         owner = min(base.user_id, e.user_id) if base.user_id else e.user_id
-        updated = replace(base, user_id=owner, scores=scores)
-        updated = self._reconcile_checkins(updated, e.message_id if scores != base.scores else None)
-        if updated != conv:
-            self._put(updated)
+        if conv is None or scores != base.scores or owner != base.user_id:
+            updated = Conversation(e.conversation_id, owner, scores, base.checkin_id)
+            self._put(self._reconcile_checkins(updated, e.message_id))
         self._touch(e.user_id, e.occurred_at)
 
     def user_activity(self, e: UserActivity) -> None:
@@ -371,11 +392,11 @@ class _Decision:
         """
         bookings = self._bookings_of(user_id)
         rows = {f.id: f for f in self._post_event_rows(user_id)}
+        fixed = {k for k, f in rows.items() if f.is_fixed}
         covered_by: dict[str, str] = {}
-        for f in sorted(rows.values(), key=lambda f: f.id):
-            if f.is_fixed:
-                for booking_id in f.booking_ids:
-                    covered_by.setdefault(booking_id, f.id)
+        for k in sorted(fixed):
+            for booking_id in rows[k].booking_ids:
+                covered_by.setdefault(booking_id, k)
         for b in bookings:
             ref = b.followup_id
             if (
@@ -396,15 +417,14 @@ class _Decision:
                     links[b.booking_id] = covered_by.get(b.booking_id, sent[0])
                 continue
             f = self._chain_followup(user_id, chain)
-            existing = rows.get(f.id)
-            if existing is not None and existing.is_fixed:
+            if f.id in fixed:
                 for b in chain:
                     links[b.booking_id] = f.id
                 continue
             wanted.append((f, chain))
         wanted_ids = {f.id for f, _ in wanted}
-        for f in rows.values():
-            if not f.is_fixed and f.id not in wanted_ids:
+        for k, f in rows.items():
+            if k not in fixed and k not in wanted_ids:
                 self._remove(f)
         new: list[tuple[Followup, list[Booking]]] = []
         for f, chain in wanted:
@@ -443,6 +463,24 @@ class _Decision:
                 self._put(replace(b, followup_id=link))
 
     def _chain_followup(self, user_id: str, chain: list[Booking]) -> Followup:
+        if len(chain) == 1:  # most of them: the same, quicker
+            b = chain[0]
+            assert b.event_date is not None
+            at = b.event_date + self.policy.followup_delay
+            live = b.cancelled_at is None
+            return Followup(
+                id=post_event_id(user_id, b.booking_id),
+                user_id=user_id,
+                conversation_id=b.conversation_id or default_conversation_id(b.booking_id),
+                trigger_type=TriggerType.POST_EVENT,
+                scheduled_at=at,
+                status=status_for(at, self.policy, self.now) if live else Status.CANCELLED,
+                booking_ids=(b.booking_id,),
+                active_booking_ids=(b.booking_id,) if live else (),
+                booking_dates=((b.booking_id, b.event_date),),
+                event_date=b.event_date,
+                cancelled_at=b.cancelled_at,
+            )
         active = [b for b in chain if b.cancelled_at is None]
         lead = (active or chain)[0]
         dates = [b.event_date for b in (active or chain) if b.event_date is not None]
@@ -473,36 +511,51 @@ class _Decision:
         average falls below 0.4 (none while one is open, i.e. before its time),
         cancelled when it recovers to 0.4 or more before that time."""
         ordered = list(reversed(conv.scores))
-        values = [_decimal(s.value) for s in ordered]
         limit = self.policy.history_limit
-        out: list[Followup] = []
-        open_: int | None = None
+        scaled = [_scaled(s.value) for s in ordered]
+        exact = None not in scaled
+        found: list[tuple[Score, datetime | None]] = []  # (the fall, cancelled at)
+        open_ = False  # the last one found: not cancelled and not yet due
         was_low = False
+        total = 0
+        delay = self.policy.checkin_delay
         for i, s in enumerate(ordered):
-            window = values[max(0, i + 1 - limit) : i + 1]
-            is_low = float(sum(window, Decimal(0)) / len(window)) < LOW_EMOTION
-            if open_ is not None and s.scored_at >= out[open_].scheduled_at:
-                open_ = None  # its time came: sent (or expired), no longer cancellable
-            if is_low and not was_low and open_ is None:
-                at = s.scored_at + self.policy.checkin_delay
-                out.append(
-                    Followup(
-                        id=emotion_checkin_id(conv.conversation_id, s.message_id),
-                        user_id=conv.user_id,
-                        conversation_id=conv.conversation_id,
-                        trigger_type=TriggerType.EMOTION_BASED,
-                        scheduled_at=at,
-                        status=status_for(at, self.policy, self.now),
-                    )
-                )
-                open_ = len(out) - 1
-            elif was_low and not is_low and open_ is not None:
-                out[open_] = replace(out[open_], status=Status.CANCELLED, cancelled_at=s.scored_at)
-                open_ = None
+            if exact:
+                total += scaled[i] or 0
+                if i >= limit:
+                    total -= scaled[i - limit] or 0
+                is_low = _is_low(total, min(i + 1, limit))
+            else:  # a score with more than 20 decimals: the slow way
+                avg = average(ordered[max(0, i + 1 - limit) : i + 1])
+                is_low = avg is not None and avg < LOW_EMOTION
+            if open_ and s.scored_at >= found[-1][0].scored_at + delay:
+                open_ = False  # its time came: sent (or expired), no longer cancellable
+            if is_low and not was_low and not open_:
+                found.append((s, None))
+                open_ = True
+            elif was_low and not is_low and open_:
+                found[-1] = (found[-1][0], s.scored_at)
+                open_ = False
             was_low = is_low
+        out = []
+        for fall, cancelled_at in found:
+            at = fall.scored_at + delay
+            out.append(
+                Followup(
+                    id=emotion_checkin_id(conv.conversation_id, fall.message_id),
+                    user_id=conv.user_id,
+                    conversation_id=conv.conversation_id,
+                    trigger_type=TriggerType.EMOTION_BASED,
+                    scheduled_at=at,
+                    status=Status.CANCELLED
+                    if cancelled_at is not None
+                    else status_for(at, self.policy, self.now),
+                    cancelled_at=cancelled_at,
+                )
+            )
         return out
 
-    def _reconcile_checkins(self, conv: Conversation, new_message: str | None) -> Conversation:
+    def _reconcile_checkins(self, conv: Conversation, new_message: str) -> Conversation:
         """Make the conversation's check-ins what its score history calls for;
         check-ins already sent (or being sent...) stay, and one due at the same
         time as such a row is that row. Rows no longer called for are removed."""
@@ -527,9 +580,7 @@ class _Decision:
             existing = rows.get(f.id)
             if existing is None and f.status is Status.PENDING:
                 # The per-user limit; counted when this score is the drop itself.
-                caused = new_message is not None and f.id == emotion_checkin_id(
-                    conv.conversation_id, new_message
-                )
+                caused = f.id == emotion_checkin_id(conv.conversation_id, new_message)
                 if not self._room_for_one_more(
                     conv.user_id, TriggerType.EMOTION_BASED, count=caused
                 ):
@@ -537,7 +588,9 @@ class _Decision:
             if f != existing:
                 self._put(f)
             latest = f.id
-        return replace(conv, checkin_id=latest)
+        if latest == conv.checkin_id:
+            return conv
+        return Conversation(conv.conversation_id, conv.user_id, conv.scores, latest)
 
     # --- activity and re-engagement ---------------------------------------------------
 

@@ -31,10 +31,11 @@ from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from consumer.adapters.postgres import rows
+from consumer.domain import rules
 from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
@@ -42,7 +43,7 @@ from consumer.domain.events import (
     InputEvent,
     UserActivity,
 )
-from consumer.domain.model import default_conversation_id
+from consumer.domain.model import Score, default_conversation_id
 from consumer.domain.policy import Policy
 from consumer.domain.rules import decide
 from consumer.domain.templates import FiringContext, choose_template
@@ -273,3 +274,26 @@ def test_applying_everything_twice_changes_nothing(data: st.DataObject) -> None:
     once = apply_batches(batches)
     again = apply_batches([*batches, *data.draw(arrivals(events), label="replay")])
     assert outcome(again) == outcome(once), differences(outcome(again), outcome(once))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(0, 1),
+            st.sampled_from(SCORES),
+            st.integers(0, 100).map(lambda i: i / 100),
+        ),
+        min_size=1,
+        max_size=7,
+    )
+)
+def test_the_timelines_integer_averages_agree_with_average(values: list[float]) -> None:
+    # The check-in timeline sums windows in whole 1e-20s; `average` (templates)
+    # sums Decimals. On the 0.4 threshold they must never disagree.
+    scaled = [rules._scaled(v) for v in values]
+    assume(None not in scaled)
+    scores = [Score(f"m{i}", BASE, v) for i, v in enumerate(values)]
+    avg = rules.average(scores)
+    assert avg is not None
+    assert rules._is_low(sum(s or 0 for s in scaled), len(values)) == (avg < rules.LOW_EMOTION)

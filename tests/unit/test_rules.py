@@ -1345,9 +1345,18 @@ def test_rows_of_the_previous_id_scheme_are_replaced_unless_sent() -> None:
             reengagement(legacy),
         ],
     )
-    # Replaying the same events: the unsent rows take their new ids; the one sent
-    # stays and covers its booking.
+    # Replaying the same events changes nothing (they were applied already) ...
+    before = snapshot(ws)
     run(ws, confirmed("b1"), confirmed("b2", EVENT_DATE + 3 * D), scored(0.1, "m1"))
+    assert snapshot(ws) == before
+    # ... the next change to the user's bookings (to the conversation's scores)
+    # gives the unsent rows their new ids; the one sent stays and covers its booking.
+    run(
+        ws,
+        confirmed("b1", at=T0 + H),
+        confirmed("b2", EVENT_DATE + 3 * D, at=T0 + H),
+        scored(0.1, "m2", at=T0 + H),
+    )
     assert sorted(f.id for f in of_type(ws, POST)) == sorted([pid("b1"), old_b2.id])
     assert ws.bookings["b2"].followup_id == old_b2.id
     assert [f.id for f in of_type(ws, CHECKIN)] == [cid("m1")]

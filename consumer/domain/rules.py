@@ -346,13 +346,20 @@ class _Decision:
         old = self.state.booking(e.booking_id)
         booking = old or Booking(e.booking_id, e.user_id)
         # Sticky, and the earliest cancellation wins (then the reason, for ties).
-        if booking.cancelled_at is None or _cancel_order(e.occurred_at, e.reason) < _cancel_order(
-            booking.cancelled_at, booking.cancel_reason
-        ):
+        # Not confirmed yet, it belongs to the user of that cancellation (the
+        # smallest user id, for a tie).
+        ours = _cancel_order(e.occurred_at, e.reason)
+        theirs = (
+            None
+            if booking.cancelled_at is None
+            else _cancel_order(booking.cancelled_at, booking.cancel_reason)
+        )
+        if theirs is None or ours < theirs:
             booking = replace(booking, cancelled_at=e.occurred_at, cancel_reason=e.reason)
             if booking.confirmed_at is None:
-                # Not confirmed yet: it belongs to whoever cancelled it (first).
                 booking = replace(booking, user_id=e.user_id)
+        elif ours == theirs and booking.confirmed_at is None and e.user_id < booking.user_id:
+            booking = replace(booking, user_id=e.user_id)
         if booking != old:
             self._put(booking)
             if booking.confirmed_at is not None:

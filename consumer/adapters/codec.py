@@ -135,7 +135,12 @@ def _json_timestamp(raw: Any) -> datetime:
         # The contract: a timestamp without an offset is ambiguous, hence bad input.
         raise _Invalid(f"timestamp {raw[:64]!r} has no UTC offset (add 'Z' or '+hh:mm')")
     if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00+01:00 is a valid ISO string with no UTC instant in
+            # Python's range (years 1..9999).
+            raise _Invalid(f"timestamp {raw[:64]!r} is out of range in UTC") from None
     # timestamp-millis: drop sub-millisecond digits so JSON and Avro agree exactly.
     if value.microsecond % 1000:
         value = value.replace(microsecond=value.microsecond - value.microsecond % 1000)
@@ -379,6 +384,9 @@ class Codec:
             obj = json.loads(value.decode("utf-8"), parse_constant=_reject_constant)
         except (UnicodeDecodeError, ValueError) as exc:
             raise CodecError(schema.name, f"neither Avro nor valid UTF-8 JSON: {exc}") from exc
+        except RecursionError:
+            # A few thousand "[" nest deeper than Python's parser may recurse.
+            raise CodecError(schema.name, "JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise CodecError(schema.name, f"JSON value must be an object, got {_json_type(obj)}")
         out: dict[str, Any] = {}
@@ -462,7 +470,10 @@ def _check_record(schema: _Schema, record: Mapping[str, Any]) -> dict[str, Any]:
                 _schema_error(schema.name, field.name, f"expected a datetime, got {value!r:.64}")
             if value.tzinfo is None or value.utcoffset() is None:
                 _schema_error(schema.name, field.name, "naive datetime; attach a time zone")
-            value = value.astimezone(UTC)
+            try:
+                value = value.astimezone(UTC)
+            except OverflowError:
+                _schema_error(schema.name, field.name, f"{value!r:.64} is out of range in UTC")
         else:
             # Same type rules as decoding JSON, so whatever is encoded decodes.
             try:

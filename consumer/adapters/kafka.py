@@ -5,12 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    TopicAlreadyExistsError,
+)
 from aiokafka.helpers import create_ssl_context
 
 from consumer.adapters.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
@@ -108,7 +115,23 @@ def make_consumer(settings: Settings) -> AIOKafkaConsumer:
     )
 
 
+Headers = list[tuple[str, bytes | None]]
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+_MAX_TRIM = 2
+
+
 class KafkaDeadLetters:
+    """Dead letters carry the record's key, value and headers untouched, plus
+    `dlq.*` headers, whatever the record held:
+
+    - neither key nor value (a keyless tombstone): `send()` refuses that, a
+      batch of one does not;
+    - a value that filled the producer's request on its own, so that with our
+      headers it no longer fits: sent without the value (then without the key and
+      the producer's headers), saying so in `dlq.omitted` and
+      `dlq.original.value.bytes`; dlq.original.* tells where to read it.
+    """
+
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self.producer = producer
         self.topic = topic
@@ -116,15 +139,65 @@ class KafkaDeadLetters:
     async def send(self, dead: Sequence[DeadLetter]) -> None:
         """Publish and wait for every one: only then may their offsets be committed."""
         try:
-            futures = [
-                await self.producer.send(
-                    self.topic, value=d.record.value, key=d.record.key, headers=d.headers()
-                )
-                for d in dead
-            ]
-            await asyncio.gather(*futures)
+            in_flight = [await self._start(d, trim=0) for d in dead]
+            for d, (trim, delivery) in zip(dead, in_flight, strict=True):
+                while True:
+                    try:
+                        await delivery
+                        break
+                    except _TOO_LARGE:  # the broker's limit is lower than ours
+                        if trim == _MAX_TRIM:
+                            raise
+                        trim, delivery = await self._start(d, trim=trim + 1)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise Unavailable(f"kafka: cannot publish dead letters: {exc!r}") from exc
+
+    async def _start(self, d: DeadLetter, *, trim: int) -> tuple[int, asyncio.Future[Any]]:
+        """Hand one letter to the producer, trimmed as far as it takes to fit."""
+        while True:
+            try:
+                return trim, await self._send(*self._letter(d, trim))
+            except _TOO_LARGE:
+                if trim == _MAX_TRIM:
+                    raise
+                trim += 1
+
+    @staticmethod
+    def _letter(d: DeadLetter, trim: int) -> tuple[bytes | None, bytes | None, Headers]:
+        key, value, headers = d.record.key, d.record.value, d.headers()
+        if trim == 0:
+            return key, value, headers
+        if trim == _MAX_TRIM:  # even the key and the producer's headers are too much
+            key, headers = None, [h for h in headers if h[0].startswith("dlq.")]
+        return (
+            key,
+            None,
+            [
+                *headers,
+                ("dlq.omitted", b"value" if trim == 1 else b"value,key,headers"),
+                ("dlq.original.value.bytes", str(len(value or b"")).encode()),
+            ],
+        )
+
+    async def _send(
+        self, key: bytes | None, value: bytes | None, headers: Headers
+    ) -> asyncio.Future[Any]:
+        if key is None and value is None:
+            return await self._send_keyless_tombstone(headers)
+        delivery: asyncio.Future[Any] = await self.producer.send(
+            self.topic, value=value, key=key, headers=headers
+        )
+        return delivery
+
+    async def _send_keyless_tombstone(self, headers: Headers) -> asyncio.Future[Any]:
+        batch = self.producer.create_batch()
+        if batch.append(key=None, value=None, timestamp=None, headers=headers) is None:
+            raise RecordTooLargeError("the headers alone do not fit in a batch")
+        partitions = sorted(await self.producer.partitions_for(self.topic))
+        delivery: asyncio.Future[Any] = await self.producer.send_batch(
+            batch, self.topic, partition=random.choice(partitions)
+        )
+        return delivery
 
 
 class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]

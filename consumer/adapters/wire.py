@@ -9,6 +9,7 @@ one error the consumer routes to the dead-letter topic.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from functools import cache
@@ -28,11 +29,10 @@ from consumer.domain.events import (
 )
 from consumer.domain.limits import (
     ACTIVITY_TYPE_MAX_CHARS,
-    EARLIEST,
     FREE_TEXT_MAX_CHARS,
-    LATEST,
     bounded_text_problem,
     identifier_problem,
+    timestamp_problem,
 )
 from consumer.domain.model import default_conversation_id
 from consumer.service.ports import BadValue
@@ -41,6 +41,8 @@ if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
 
     from consumer.adapters.codec import Codec
+
+log = logging.getLogger(__name__)
 
 __all__ = ["BadInput", "ErrorType", "WireDecoder", "event_from_record", "parse_event"]
 
@@ -98,15 +100,10 @@ def _check_timezone(value: str) -> str:
 
 
 def _check_timestamp(value: datetime) -> datetime:
-    # AwareDatetime has already refused naive values.
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    if not EARLIEST <= value <= LATEST:
-        raise ValueError(
-            f"{value.isoformat()} is outside {EARLIEST.date()}..{LATEST.date()}; "
-            "not a plausible date"
-        )
-    return value
+    # AwareDatetime has already refused naive values; the shared rule also
+    # refuses instants with no UTC equivalent (year 1 at +01:00) before converting.
+    _checked(timestamp_problem(value), "")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 Id = Annotated[str, AfterValidator(_check_id)]
@@ -273,10 +270,25 @@ def parse_event(kind: EventKind, value: bytes | None, codec: Codec) -> InputEven
 
 
 class WireDecoder:
-    """`parse_event` bound to a codec: the ingest service's `EventDecoder`."""
+    """`parse_event` bound to a codec: the ingest service's `EventDecoder`.
+
+    Anything else `parse_event` raises would be a bug of ours; it still becomes
+    a `decode_error` dead letter (logged with its traceback), because one value
+    must never stop a partition. The property tests call `parse_event` itself
+    and fail on any such escape.
+    """
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
 
     def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent:
-        return parse_event(kind, value, self.codec)
+        try:
+            return parse_event(kind, value, self.codec)
+        except BadInput:
+            raise
+        except Exception as exc:
+            log.exception("unexpected error decoding a %s value", kind.value)
+            raise BadInput(
+                "decode_error",
+                f"{kind.value}: unexpected {type(exc).__name__} while decoding: {exc!s:.200}",
+            ) from exc

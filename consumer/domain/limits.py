@@ -1,7 +1,10 @@
 """The input rules every edge applies: Kafka values (wire), HTTP and the CLI.
 
 Defined once so that a value accepted at one door is accepted at every other,
-and nothing reaches PostgreSQL that it would refuse (NUL, lone surrogates).
+and nothing reaches PostgreSQL that it would refuse (NUL, lone surrogates) or
+Python cannot compute with (a date whose UTC conversion leaves years 1..9999).
+Each function says why a value is unusable, or None; the edges turn that into
+their own answer: 422 naming the field, argparse's exit 2, a dead letter.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ LIST_LIMIT_MAX: Final = 1000
 # not a real booking; scheduling from it would fire or expire nonsense.
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(2100, 1, 1, tzinfo=UTC)
+# Longer than any real token; an Authorization header beyond it is not compared.
+CREDENTIAL_MAX_CHARS: Final = 1000
 
 
 def text_problem(value: str) -> str | None:
@@ -51,3 +56,25 @@ def identifier_problem(value: str) -> str | None:
 def message_problem(value: str) -> str | None:
     """Why this is not a usable custom message."""
     return bounded_text_problem(value, MESSAGE_MAX_CHARS)
+
+
+def timestamp_problem(value: datetime) -> str | None:
+    """Why this is not a plausible instant: no UTC offset, or outside
+    EARLIEST..LATEST (which also keeps every later date computation in range)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        return "needs a UTC offset (Z or +hh:mm)"
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 and 9999-12-31T23:59-01:00 have no UTC time.
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        return f"must be between {EARLIEST.date()} and {LATEST.date()}; not a plausible date"
+    return None
+
+
+def credential_problem(value: str) -> str | None:
+    """Why this cannot be a bearer token worth comparing (the answer is 401 either way)."""
+    if len(value) > CREDENTIAL_MAX_CHARS:
+        return "too long"
+    return text_problem(value)

@@ -66,10 +66,11 @@ def post_event_id(user_id: str, first_booking_id: str) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def emotion_checkin_id(conversation_id: str, message_id: str) -> str:
-    """The check-in caused by the score of `message_id` (the one whose average
-    fell below 0.4), whichever copy of that score arrived."""
-    return followup_id(TriggerType.EMOTION_BASED, conversation_id, message_id)
+def emotion_checkin_id(user_id: str, conversation_id: str, message_id: str) -> str:
+    """The check-in of the conversation's user caused by the score of
+    `message_id` (the one whose average fell below 0.4), whichever copy of that
+    score arrived."""
+    return followup_id(TriggerType.EMOTION_BASED, user_id, conversation_id, message_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +92,8 @@ class Followup:
     activity_basis: datetime | None = None
     custom_message: str | None = None
     cancelled_at: datetime | None = None
-    # Claimed by a dispatcher (a lease, even a lapsed one: it may have been
-    # published): ingest must not move, cancel or remove it.
+    # Claimed by a dispatcher right now (a live lease): ingest must not move,
+    # cancel or remove it.
     in_flight: bool = False
     # Cancelled by an operator, not by a rule: a fact the rules never undo.
     operator_cancelled: bool = False

@@ -46,9 +46,11 @@ class Backoff:
     cap: timedelta = timedelta(seconds=30)
 
     def delay(self, failures_so_far: int) -> timedelta:
-        # min() before the power would overflow on long outages; 2**64 is plenty.
-        result: timedelta = min(self.first * (2 ** min(failures_so_far, 64)), self.cap)
-        return result
+        # In float seconds: a timedelta doubled 48 times from half a second is out
+        # of its range (OverflowError after a long outage); floats go to inf, and
+        # past the cap the doubling changes nothing anyway.
+        seconds = self.first.total_seconds() * 2.0 ** min(failures_so_far, 1000)
+        return min(timedelta(seconds=min(seconds, self.cap.total_seconds())), self.cap)
 
 
 @dataclass(frozen=True, slots=True)

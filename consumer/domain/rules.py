@@ -400,6 +400,59 @@ class _Decision:
         bookings = self._bookings_of(user_id)
         rows = {f.id: f for f in self._post_event_rows(user_id)}
         fixed = {k for k, f in rows.items() if f.is_fixed}
+        covered_by = self._covered_by(bookings, rows, fixed)
+        links: dict[str, str | None] = {}
+        wanted = self._wanted(user_id, bookings, covered_by, fixed, links)
+        wanted_ids = {f.id for f, _ in wanted}
+        for k, f in rows.items():
+            if k not in fixed and k not in wanted_ids:
+                self._remove(f)
+        new: list[tuple[Followup, list[Booking]]] = []
+        for f, chain in wanted:
+            existing = rows.get(f.id)
+            if existing is None:
+                new.append((f, chain))
+                continue
+            if f != existing:
+                self._put(f)
+            for b in chain:
+                links[b.booking_id] = f.id
+        self._admit_new(user_id, new, changed, links)
+        for b in bookings:
+            link = links.get(b.booking_id) if b.confirmed_at is not None else None
+            if link != b.followup_id:
+                self._put(replace(b, followup_id=link))
+
+    def _wanted(
+        self,
+        user_id: str,
+        bookings: list[Booking],
+        covered_by: dict[str, str],
+        fixed: set[str],
+        links: dict[str, str | None],
+    ) -> list[tuple[Followup, list[Booking]]]:
+        """The rows the user's chains call for; the bookings of covered chains
+        linked to the follow-up that covers them."""
+        wanted: list[tuple[Followup, list[Booking]]] = []
+        for chain in chains(bookings):
+            sent = [covered_by[b.booking_id] for b in chain if b.booking_id in covered_by]
+            if sent:
+                for b in chain:
+                    links[b.booking_id] = covered_by.get(b.booking_id, sent[0])
+                continue
+            f = self._chain_followup(user_id, chain)
+            if f.id in fixed:
+                for b in chain:
+                    links[b.booking_id] = f.id
+                continue
+            wanted.append((f, chain))
+        return wanted
+
+    def _covered_by(
+        self, bookings: list[Booking], rows: dict[str, Followup], fixed: set[str]
+    ) -> dict[str, str]:
+        """Booking -> the follow-up, sent or otherwise out of the rules' hands,
+        that covers it."""
         covered_by: dict[str, str] = {}
         for k in sorted(fixed):
             for booking_id in rows[k].booking_ids:
@@ -415,40 +468,21 @@ class _Decision:
                 # Its follow-up is gone while it still points at it: deleted by
                 # retention, which only deletes executed ones. It was sent.
                 covered_by[b.booking_id] = ref
-        links: dict[str, str | None] = {}
-        wanted: list[tuple[Followup, list[Booking]]] = []
-        for chain in chains(bookings):
-            sent = [covered_by[b.booking_id] for b in chain if b.booking_id in covered_by]
-            if sent:
-                for b in chain:
-                    links[b.booking_id] = covered_by.get(b.booking_id, sent[0])
-                continue
-            f = self._chain_followup(user_id, chain)
-            if f.id in fixed:
-                for b in chain:
-                    links[b.booking_id] = f.id
-                continue
-            wanted.append((f, chain))
-        wanted_ids = {f.id for f, _ in wanted}
-        for k, f in rows.items():
-            if k not in fixed and k not in wanted_ids:
-                self._remove(f)
-        new: list[tuple[Followup, list[Booking]]] = []
-        for f, chain in wanted:
-            existing = rows.get(f.id)
-            if existing is None:
-                new.append((f, chain))
-                continue
-            if f != existing:
-                self._put(f)
-            for b in chain:
-                links[b.booking_id] = f.id
+        return covered_by
+
+    def _admit_new(
+        self,
+        user_id: str,
+        new: list[tuple[Followup, list[Booking]]],
+        changed: set[str],
+        links: dict[str, str | None],
+    ) -> None:
+        """Write the chains' new rows, within the per-user limit (order-sensitive
+        by nature): those of chains this event changed first, then by time."""
 
         def affected(chain: list[Booking]) -> bool:
             return any(b.booking_id in changed for b in chain)
 
-        # The per-user limit (order-sensitive by nature): new rows of the chains
-        # this event changed first, then the others by time.
         new.sort(key=lambda item: (not affected(item[1]), item[0].scheduled_at, item[0].id))
         for f, chain in new:
             hit = affected(chain)
@@ -464,10 +498,6 @@ class _Decision:
                 self._put(f)
             for b in chain:
                 links[b.booking_id] = f.id if ok else None
-        for b in bookings:
-            link = links.get(b.booking_id) if b.confirmed_at is not None else None
-            if link != b.followup_id:
-                self._put(replace(b, followup_id=link))
 
     def _chain_followup(self, user_id: str, chain: list[Booking]) -> Followup:
         if len(chain) == 1:  # most of them: the same, quicker
@@ -549,7 +579,7 @@ class _Decision:
             at = fall.scored_at + delay
             out.append(
                 Followup(
-                    id=emotion_checkin_id(conv.conversation_id, fall.message_id),
+                    id=emotion_checkin_id(conv.user_id, conv.conversation_id, fall.message_id),
                     user_id=conv.user_id,
                     conversation_id=conv.conversation_id,
                     trigger_type=TriggerType.EMOTION_BASED,
@@ -587,7 +617,7 @@ class _Decision:
             existing = rows.get(f.id)
             if existing is None and f.status is Status.PENDING:
                 # The per-user limit; counted when this score is the drop itself.
-                caused = f.id == emotion_checkin_id(conv.conversation_id, new_message)
+                caused = f.id == emotion_checkin_id(conv.user_id, conv.conversation_id, new_message)
                 if not self._room_for_one_more(
                     conv.user_id, TriggerType.EMOTION_BASED, count=caused
                 ):

@@ -16,6 +16,7 @@ from consumer.domain.limits import (
     MESSAGE_MAX_CHARS,
     identifier_problem,
     message_problem,
+    timestamp_problem,
 )
 from consumer.domain.model import Status, TriggerType
 from consumer.entrypoints.exit_codes import EXIT_USAGE
@@ -118,6 +119,9 @@ def _aware_datetime(value: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {value!r}") from exc
     if parsed.tzinfo is None:
         raise argparse.ArgumentTypeError(f"needs an offset (Z or +02:00): {value!r}")
+    problem = timestamp_problem(parsed)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"{problem}: {value!r}")
     return parsed
 
 

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from consumer.domain.model import Followup, Score, Status, TriggerType
 from consumer.domain.working_set import WorkingSet
 
-Headers = Sequence[tuple[str, bytes]]
+Headers = Sequence[tuple[str, bytes | None]]  # Kafka header values may be null
 Partition = tuple[str, int]  # (topic, partition)
 
 
@@ -76,7 +76,7 @@ class DeadLetter:
     error_type: str
     message: str
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, bytes | None]]:
         kept = [(k, v) for k, v in self.record.headers if not k.startswith("dlq.")]
         return [
             *kept,

@@ -1,4 +1,5 @@
-"""Short versions of the fault scenarios of `bench/faults.py`, through the same code.
+"""Short versions of the fault scenarios of `python -m bench.faults`, through the same
+code (`harness/faults/`).
 
 SIGKILL five times during a ~10k-event stream with dispatch active, 100 bad values
 among valid traffic, and a replay into the existing database. The broker and
@@ -10,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.faults import scenario_bad, scenario_kills, scenario_replay
-from bench.ingest_throughput import Endpoints
+from harness.endpoints import Endpoints
+from harness.faults.scenarios import scenario_bad, scenario_kills, scenario_replay
 from tests.integration.conftest import Services
 
 pytestmark = pytest.mark.integration
@@ -24,6 +25,7 @@ def _ep(services: Services) -> Endpoints:
 # An AF_UNIX socket left unclosed by a subprocess/thread helper surfaces as an
 # unraisable ResourceWarning at collection of garbage; it says nothing about faults.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.timeout(600)  # ~100 s alone: two runs of 10k events, five kills, a replay
 async def test_sigkill_loses_nothing_and_replay_changes_nothing(services: Services) -> None:
     row, ref_run, _ = await scenario_kills(_ep(services), 10_000, kills=5, keep_reference=True)
     assert ref_run is not None
@@ -39,6 +41,7 @@ async def test_sigkill_loses_nothing_and_replay_changes_nothing(services: Servic
     assert replay.ok, "\n".join(replay.notes)
 
 
+@pytest.mark.timeout(300)  # ~35 s alone
 async def test_bad_values_are_dead_lettered_and_nothing_valid_is_lost(
     services: Services,
 ) -> None:

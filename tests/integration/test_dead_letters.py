@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
 from fastavro import parse_schema, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from consumer.adapters.codec import AVRO_MAGIC
+from consumer.adapters.kafka import OffsetsFromDatabase
 from consumer.adapters.postgres.store import PostgresStore
 from consumer.config import Settings
 from tests.integration.helpers import (
@@ -26,17 +28,20 @@ from tests.integration.helpers import (
     activity,
     cancelled,
     confirmed,
+    consumed_to_end,
     create_topics,
     headers_of,
     ms,
     new_id,
+    partitions_of,
     produce_raw,
     query,
-    read_topic,
+    read_to_end,
     running,
     scored,
     topic_of,
     wait_consumed,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -258,7 +263,8 @@ async def test_bad_values_are_dead_lettered_and_valid_ones_around_them_applied(
     async with running(settings) as service:
         placed = await produce_raw(settings, messages)
         await wait_consumed(settings, len(messages), service=service)
-        dead = await read_topic(settings, settings.topic_dlq, expected=len(bad))
+        # Dead letters are published before their offsets are stored: all there.
+        dead = await read_to_end(settings, settings.topic_dlq)
 
         # Still consuming: a valid event produced after all the bad ones is applied.
         last_user = new_id("ue")
@@ -360,7 +366,7 @@ async def test_lone_surrogate_in_json_string_is_dead_lettered_not_fatal(
             ],
         )
         await wait_consumed(settings, 2, timeout=20, service=service)
-        dead = await read_topic(settings, settings.topic_dlq, expected=1)
+        dead = await read_to_end(settings, settings.topic_dlq)
         rows = await query(settings, "SELECT user_id FROM user_projection")
     assert [r["user_id"] for r in rows] == [fine_user]
     assert len(dead) == 1
@@ -372,6 +378,8 @@ async def test_no_record_is_processed_twice_when_reading_saved_offsets_is_slow(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     original = PostgresStore.load_offsets
+    original_assigned = OffsetsFromDatabase.on_partitions_assigned
+    assigning = 0  # partition assignments under way (each reads the saved offsets, then seeks)
 
     async def slow_load_offsets(
         self: PostgresStore, partitions: Iterable[tuple[str, int]]
@@ -380,7 +388,19 @@ async def test_no_record_is_processed_twice_when_reading_saved_offsets_is_slow(
         await asyncio.sleep(1.0)  # the answer takes a while to arrive, as under load
         return saved
 
+    async def counted_assigned(self: OffsetsFromDatabase, assigned: set[TopicPartition]) -> None:
+        nonlocal assigning
+        assigning += 1
+        try:
+            await original_assigned(self, assigned)
+        finally:
+            assigning -= 1
+
+    async def under_way() -> int:
+        return assigning
+
     monkeypatch.setattr(PostgresStore, "load_offsets", slow_load_offsets)
+    monkeypatch.setattr(OffsetsFromDatabase, "on_partitions_assigned", counted_assigned)
     bad = [
         (settings.topic_user_activity, f"k{i}".encode(), f"not json {i}".encode()) for i in range(3)
     ]
@@ -388,8 +408,29 @@ async def test_no_record_is_processed_twice_when_reading_saved_offsets_is_slow(
     placed = await produce_raw(settings, bad)
     async with running(settings) as service:
         await wait_consumed(settings, len(bad), service=service)
-        await asyncio.sleep(2.0)  # past the slow seek: any re-processing happens now
-        dead = await read_topic(settings, settings.topic_dlq, expected=len(bad))
+        # A record is read again only after a seek back, made by an assignment whose
+        # (slow) read of the saved offsets began before the records were committed.
+        # Once none is under way, every such seek has been made; an assignment begun
+        # later reads offsets past the bad records.
+        await wait_until(under_way, lambda n: n == 0)
+        # Behind the bad records, a valid one in every partition: once the service has
+        # consumed to the end, whatever a seek back made it read again was read too.
+        after = [activity(new_id("u-after"), ms(datetime.now(UTC))) for _ in range(3)]
+        partitions = await partitions_of(settings, [settings.topic_user_activity])
+        assert len(partitions) == len(after)
+        producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
+        await producer.start()
+        try:
+            for tp, e in zip(partitions, after, strict=True):
+                await producer.send_and_wait(
+                    tp.topic, value=e.value, key=e.key, partition=tp.partition
+                )
+        finally:
+            await producer.stop()
+        await consumed_to_end(settings, service=service)
+        dead = await read_to_end(settings, settings.topic_dlq)
+        applied = await query(settings, "SELECT user_id FROM user_projection")
+    assert sorted(r["user_id"] for r in applied) == sorted(e.record["user_id"] for e in after)
     positions = sorted(
         (headers_of(r)["dlq.original.topic"].decode(), int(headers_of(r)["dlq.original.offset"]))
         for r in dead

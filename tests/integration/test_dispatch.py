@@ -3,7 +3,6 @@ a crash, through publish failures; the periodic jobs; replay of old history."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import subprocess
 import sys
@@ -28,9 +27,12 @@ from consumer.entrypoints.scheduler import build_scheduler
 from consumer.service.periodic import PeriodicJobs
 from tests.integration.helpers import (
     CODEC,
+    DispatchRounds,
+    consumed_to_end,
+    nothing_due,
     produce,
     query,
-    read_topic,
+    read_to_end,
     running,
     service_env,
     wait_until,
@@ -99,10 +101,11 @@ async def test_three_instances_publish_each_due_followup_exactly_once(settings: 
             lambda rows: rows[0]["n"] == 1000,
             timeout=90,
         )
-        out = await read_topic(settings, settings.topic_followup_due, expected=1000)
     finally:
         stop_all(procs)
     assert all(p.returncode == 0 for p in procs), [p.returncode for p in procs]
+    # Every instance has exited: what the topic holds now is all it will ever hold.
+    out = await read_to_end(settings, settings.topic_followup_due)
     event_ids = [CODEC.decode("followup_due", r.value)["event_id"] for r in out]
     assert len(event_ids) == 1000, "a follow-up was published twice or not at all"
     assert set(event_ids) == set(ids)
@@ -117,27 +120,30 @@ async def test_claim_abandoned_by_a_dead_instance_is_published_after_the_lease(
     settings: Settings,
 ) -> None:
     now = datetime.now(UTC)
+    lease = timedelta(seconds=8)
     [fid] = await seed_followups(settings, now - timedelta(seconds=1), 1)
     engine = create_engine(settings.database_url)
     try:
         # What a process leaves behind when it dies between claim and publish.
-        claimed = await PostgresStore(engine, "x").claim_due(
-            "dead-instance", now, timedelta(seconds=3), 10
-        )
+        claimed = await PostgresStore(engine, "x").claim_due("dead-instance", now, lease, 10)
     finally:
         await engine.dispose()
     assert [c.followup.id for c in claimed] == [fid]
-    async with running(settings):
-        await asyncio.sleep(1.5)
+    async with running(settings) as service:
+        rounds = DispatchRounds(service)
+        # A whole dispatch round, begun and ended while the lease runs, leaves it alone.
+        await rounds.after_now()
         rows = await query(settings, "SELECT status, lease_owner FROM scheduled_followups")
+        assert datetime.now(UTC) < now + lease, "setup too slow: the lease ran out first"
         assert (rows[0]["status"], rows[0]["lease_owner"]) == ("pending", "dead-instance")
         executed = await wait_until(
             lambda: query(settings, "SELECT * FROM scheduled_followups WHERE status='executed'"),
             lambda rows: len(rows) == 1,
-            timeout=20,
+            timeout=30,
         )
-        out = await read_topic(settings, settings.topic_followup_due, expected=1)
-    assert executed[0]["executed_at"] >= now + timedelta(seconds=3)
+        # Published before it was marked executed, and nothing else is due.
+        out = await read_to_end(settings, settings.topic_followup_due)
+    assert executed[0]["executed_at"] >= now + lease
     assert [CODEC.decode("followup_due", r.value)["event_id"] for r in out] == [fid]
 
 
@@ -263,13 +269,18 @@ async def test_replay_of_year_old_bookings_expires_them_and_sends_nothing(
     assert {r["status"] for r in snapshot} == {"expired"}
     assert sum(r["trigger_type"] == "post_event" for r in snapshot) == 20
 
-    # Replaying again changes nothing; running with dispatch sends nothing.
+    # Replaying again changes nothing; running with dispatch sends nothing: once the
+    # service has consumed the topics to their end (its group has no saved offsets:
+    # from the beginning), nothing is due, and a dispatch round has run since.
     await replay(settings, lambda: datetime.now(UTC), progress=False)
-    async with running(settings):
-        await asyncio.sleep(2)
+    async with running(settings) as service:
+        rounds = DispatchRounds(service)
+        await consumed_to_end(settings, service=service)
+        await nothing_due(settings)
+        await rounds.after_now()
     again = await query(
         settings,
         "SELECT id, trigger_type, status, scheduled_at FROM scheduled_followups ORDER BY id",
     )
     assert again == snapshot
-    assert await read_topic(settings, settings.topic_followup_due, expected=0, timeout=1) == []
+    assert await read_to_end(settings, settings.topic_followup_due) == []

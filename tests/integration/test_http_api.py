@@ -5,6 +5,7 @@ hostile input, encryption at rest."""
 from __future__ import annotations
 
 import socket
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -303,3 +304,87 @@ async def test_health_metrics_and_encryption_while_events_flow(settings: Setting
     assert row["message_content"].startswith("fernet:")
     assert "event on" not in row["message_content"]
     assert MessageCipher(key).open(row["message_content"]).startswith("Hello!")
+
+
+async def test_hostile_input_gets_a_clear_4xx_on_every_admin_route(settings: Settings) -> None:
+    """The cases the generated tests (test_http_fuzz.py) found, kept as examples."""
+    engine = create_engine(settings.database_url)
+    await migrate(engine)
+    ops = Operations(
+        PostgresStore(engine, "g"), Policy(), MessageCipher(None), lambda: datetime.now(UTC)
+    )
+
+    async def health() -> HealthReport:
+        return HealthReport("g", None, None, {"pending_jobs": 0, "executed_today": 0})
+
+    app = create_app(HttpContext(ops, Metrics(), health, admin_token=TOKEN))
+    at = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    json_type = {**AUTH, "content-type": "application/json"}
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app"
+        ) as c:
+            # NUL in a path or query id reaches no query: 422 naming the parameter.
+            for method, url, name in (
+                ("GET", "/admin/followups/a%00b", "followup_id"),
+                ("POST", "/admin/followups/a%00b/cancel", "followup_id"),
+                ("DELETE", "/admin/users/a%00b", "user_id"),
+                ("GET", "/admin/followups?user_id=a%00b", "user_id"),
+            ):
+                r = await c.request(method, url, headers=AUTH)
+                assert r.status_code == 422, (url, r.text)
+                assert r.json()["detail"][0]["loc"][-1] == name
+            # A lone surrogate, as a JSON escape or as raw (CESU) bytes: 422 that
+            # shows it escaped (the answer used to be a 500: it could not be encoded).
+            for raw in (b'"u\\ud800"', b'"u\xed\xa0\x80"'):
+                body = b'{"user_id": %s, "message": "m", "scheduled_at": "%s"}' % (
+                    raw,
+                    at.encode(),
+                )
+                r = await c.post("/admin/followups", content=body, headers=json_type)
+                assert r.status_code == 422, r.text
+                [error] = r.json()["detail"]
+                assert error["loc"] == ["body", "user_id"]
+                assert "surrogate" in error["msg"]
+                assert error["input"] == "u\\ud800"
+            # NaN/Infinity (Python's JSON reads them), bytes that are not text, a
+            # body of the wrong type: 422; JSON that is not UTF-8 at all: 400.
+            for content, headers in (
+                (
+                    b'{"user_id": Infinity, "message": "m", "scheduled_at": "%s"}' % at.encode(),
+                    json_type,
+                ),
+                (
+                    b'{"user_id": "u", "message": NaN, "scheduled_at": "%s"}' % at.encode(),
+                    json_type,
+                ),
+                (b"\x80", {**AUTH, "content-type": "text/plain"}),
+                (b"[1, 2]", json_type),
+                (b"{", json_type),
+            ):
+                r = await c.post("/admin/followups", content=content, headers=headers)
+                assert r.status_code == 422, (content, r.text)
+            r = await c.post("/admin/followups", content=b'{"user_id": "\xff"}', headers=json_type)
+            assert r.status_code == 400
+            # Instants outside 2000..2100, or with no UTC equivalent at all.
+            for when in ("9999-12-31T23:59:59+00:00", "0001-01-01T00:00:00+01:00"):
+                body_json = {"user_id": "u", "message": "m", "scheduled_at": when}
+                r = await c.post("/admin/followups", json=body_json, headers=AUTH)
+                assert r.status_code == 422, r.text
+                assert r.json()["detail"][0]["loc"] == ["body", "scheduled_at"]
+            # Bodies are bounded, with or without a content-length.
+            r = await c.post("/admin/followups", content=b"x" * 70_000, headers=json_type)
+            assert r.status_code == 413
+
+            async def chunks() -> AsyncIterator[bytes]:
+                for _ in range(70):
+                    yield b"x" * 1000
+
+            r = await c.post("/admin/followups", content=chunks(), headers=json_type)
+            assert r.status_code == 413
+            # Any bytes in the Authorization header: 401, not 500.
+            for value in (b"Bearer \xff\xfe", b"Bearer " + TOKEN.encode() + b"\xc3", b"\xff"):
+                r = await c.get("/admin/followups", headers=[(b"Authorization", value)])
+                assert r.status_code == 401, value
+    finally:
+        await engine.dispose()

@@ -29,13 +29,14 @@ import pytest
 
 from consumer.config import Settings
 from tests.integration.helpers import (
-    INPUT_KINDS,
     Event,
     activity,
     cancelled,
     confirmed,
+    consumed_to_end,
     create_topics,
     extra_database,
+    input_topics,
     ms,
     produce_raw,
     query,
@@ -44,7 +45,6 @@ from tests.integration.helpers import (
     snapshot,
     snapshot_diff,
     topic_of,
-    wait_consumed,
     wait_until,
 )
 
@@ -53,82 +53,104 @@ pytestmark = pytest.mark.integration
 ZONES = (None, "Europe/Berlin", "America/New_York", "Asia/Tokyo")
 
 
-def history(seed: int, users: int, now: datetime) -> list[Event]:
-    rng = random.Random(seed)
-    serial = iter(range(10**9))
-    base = ms(now - timedelta(days=12))  # everything happened 8 to 12 days ago
+class _History:
+    """A generated history: per user, bookings clustered around one day (so that
+    chains form), some re-sent with other dates, some cancelled (before or after,
+    once or twice), some only ever cancelled, some long past; scores in one or
+    two conversations, with some messages scored twice; activity."""
 
-    def eid(kind: str) -> str:
-        return f"o{seed}-{kind}-{next(serial)}"
+    def __init__(self, seed: int, now: datetime) -> None:
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.now = now
+        self.base = ms(now - timedelta(days=12))  # everything happened 8 to 12 days ago
+        self.serial = iter(range(10**9))
+        self.events: list[Event] = []
 
-    def when() -> datetime:
-        return base + timedelta(minutes=rng.randrange(4 * 24 * 60), seconds=rng.randrange(60))
+    def eid(self, kind: str) -> str:
+        return f"o{self.seed}-{kind}-{next(self.serial)}"
 
-    def fmt() -> str:
-        return rng.choice(("json", "avro"))
+    def when(self) -> datetime:
+        rng = self.rng
+        return self.base + timedelta(minutes=rng.randrange(4 * 24 * 60), seconds=rng.randrange(60))
 
-    events: list[Event] = []
-    for u in range(users):
-        user = f"o{seed}-u{u}"
+    def fmt(self) -> str:
+        return self.rng.choice(("json", "avro"))
+
+    def user(self, user: str) -> None:
+        rng = self.rng
         tz = rng.choice(ZONES)
-        # The user's bookings cluster around one day, on a 10-hour grid: chains form.
-        center = ms(now + timedelta(days=rng.randint(3, 30), hours=rng.randint(0, 23)))
+        # The user's bookings cluster around one day, on a 10-hour grid.
+        center = ms(self.now + timedelta(days=rng.randint(3, 30), hours=rng.randint(0, 23)))
         for b in range(rng.randint(1, 5)):
-            booking = f"{user}-b{b}"
-            if rng.random() < 0.1:  # long past: expired (or cancelled)
-                dates = [ms(now - timedelta(days=rng.randint(30, 400)))]
-            else:
-                dates = [center + timedelta(hours=10 * rng.randint(-3, 3))]
-                for _ in range(rng.choice((0, 0, 1, 2))):  # re-sent with another date
-                    dates.append(dates[0] + timedelta(hours=rng.choice((-30, -12, 8, 20, 72))))
-            conv = rng.choice((None, f"{user}-c0", f"{user}-c1"))
-            if rng.random() > 0.05:  # else: only ever cancelled
-                for date in dates:
-                    events.append(
-                        confirmed(
-                            user,
-                            booking,
-                            date,
-                            when(),
-                            conversation_id=conv,
-                            timezone=rng.choice((tz, tz, None)),
-                            event_id=eid("c"),
-                            fmt=fmt(),
-                        )
-                    )
-            for _ in range(rng.choice((0, 0, 0, 1, 1, 2))):
-                events.append(
-                    cancelled(
-                        user,
-                        booking,
-                        when(),
-                        reason=rng.choice((None, "weather", "ill")),
-                        event_id=eid("x"),
-                        fmt=fmt(),
-                    )
-                )
+            self.booking(user, f"{user}-b{b}", center, tz)
         for c in range(rng.randint(1, 2)):
-            conv = f"{user}-c{c}"
-            mood = rng.choice(((0.0, 0.5), (0.2, 0.8), (0.5, 1.0)))
-            count = rng.randint(2, 10)
-            for _ in range(count):
-                events.append(
-                    scored(
-                        user,
-                        conv,
-                        round(rng.uniform(*mood), 2),
-                        when(),
-                        # Some messages are scored twice, with other values and times.
-                        message_id=f"{conv}-m{rng.randrange(max(1, count - 2))}",
-                        event_id=eid("s"),
-                        fmt=fmt(),
-                    )
-                )
+            self.conversation(user, f"{user}-c{c}")
         for _ in range(rng.randint(0, 4)):
-            events.append(activity(user, when(), event_id=eid("a"), fmt=fmt()))
+            self.events.append(activity(user, self.when(), event_id=self.eid("a"), fmt=self.fmt()))
+
+    def booking(self, user: str, booking: str, center: datetime, tz: str | None) -> None:
+        rng = self.rng
+        if rng.random() < 0.1:  # long past: expired (or cancelled)
+            dates = [ms(self.now - timedelta(days=rng.randint(30, 400)))]
+        else:
+            dates = [center + timedelta(hours=10 * rng.randint(-3, 3))]
+            for _ in range(rng.choice((0, 0, 1, 2))):  # re-sent with another date
+                dates.append(dates[0] + timedelta(hours=rng.choice((-30, -12, 8, 20, 72))))
+        conv = rng.choice((None, f"{user}-c0", f"{user}-c1"))
+        if rng.random() < 0.05:
+            dates = []  # only ever cancelled
+        for date in dates:
+            self.events.append(
+                confirmed(
+                    user,
+                    booking,
+                    date,
+                    self.when(),
+                    conversation_id=conv,
+                    timezone=rng.choice((tz, tz, None)),
+                    event_id=self.eid("c"),
+                    fmt=self.fmt(),
+                )
+            )
+        for _ in range(rng.choice((0, 0, 0, 1, 1, 2))):
+            reason = rng.choice((None, "weather", "ill"))
+            self.events.append(
+                cancelled(
+                    user,
+                    booking,
+                    self.when(),
+                    reason=reason,
+                    event_id=self.eid("x"),
+                    fmt=self.fmt(),
+                )
+            )
+
+    def conversation(self, user: str, conv: str) -> None:
+        rng = self.rng
+        mood = rng.choice(((0.0, 0.5), (0.2, 0.8), (0.5, 1.0)))
+        count = rng.randint(2, 10)
+        for _ in range(count):
+            self.events.append(
+                scored(
+                    user,
+                    conv,
+                    round(rng.uniform(*mood), 2),
+                    self.when(),
+                    # Some messages are scored twice, with other values and times.
+                    message_id=f"{conv}-m{rng.randrange(max(1, count - 2))}",
+                    event_id=self.eid("s"),
+                    fmt=self.fmt(),
+                )
+            )
+
+
+def history(seed: int, users: int, now: datetime) -> list[Event]:
+    h = _History(seed, now)
+    for u in range(users):
+        h.user(f"o{seed}-u{u}")
     # Exact duplicates: the same record produced twice.
-    events += rng.sample(events, len(events) // 30)
-    return events
+    return h.events + h.rng.sample(h.events, len(h.events) // 30)
 
 
 def run_settings(settings: Settings, database_url: str, **changes: object) -> Settings:
@@ -169,7 +191,7 @@ async def test_two_orders_two_instances_give_the_same_tables(settings: Settings)
             await create_topics(s)
         await produce_raw(a, [(topic_of(a, e.kind), e.key, e.value) for e in order_a])
         async with running(a) as service:
-            await wait_consumed(a, len(events), timeout=180, service=service)
+            await consumed_to_end(a, timeout=180, service=service)
 
         async with running(b) as one, running(b) as two:
             # Both in the group with their share of the partitions, then the events.
@@ -177,10 +199,10 @@ async def test_two_orders_two_instances_give_the_same_tables(settings: Settings)
                 return [len(one.consumer.assignment()), len(two.consumer.assignment())]
 
             await wait_until(
-                shares, lambda got: all(got) and sum(got) == 4 * len(INPUT_KINDS), timeout=60
+                shares, lambda got: all(got) and sum(got) == 4 * len(input_topics(b)), timeout=60
             )
             await produce_raw(b, [(topic_of(b, e.kind), key_b(), e.value) for e in order_b])
-            await wait_consumed(b, len(events), timeout=180, service=one)
+            await consumed_to_end(b, timeout=180, service=one)
             assert not two.stop.is_set()
             assert one.positions, "the first instance applied records"
             assert two.positions, "the second instance applied records"

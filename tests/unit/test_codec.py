@@ -549,3 +549,31 @@ def test_encode_rejects_wrong_type(codec: Codec, fmt: str, field: str, raw: Any)
 def test_encode_rejects_non_finite_double(codec: Codec, fmt: str) -> None:
     record = dict(FULL["message_emotion_scored"], score=float("nan"))
     encode_error(codec, "message_emotion_scored", record, fmt)
+
+
+# --- found by the property tests (tests/unit/test_input_properties.py) ------------------
+
+
+@pytest.mark.parametrize("raw", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:00-01:00"])
+def test_json_timestamp_with_no_utc_instant_is_a_schema_error(codec: Codec, raw: str) -> None:
+    # Valid ISO-8601, but converting to UTC leaves Python's years 1..9999:
+    # this used to raise OverflowError, which no caller expected.
+    record = dict(minimal("user_activity"), occurred_at=raw)
+    err = decode_error(codec, "user_activity", json.dumps(record).encode())
+    assert err.schema_violation
+    assert "'occurred_at'" in err.detail
+    assert "out of range" in err.detail
+
+
+@pytest.mark.parametrize("opener", [b"[", b'{"a":'])
+def test_json_nested_deeper_than_the_parser_recurses(codec: Codec, opener: bytes) -> None:
+    # Used to raise RecursionError out of json.loads.
+    value = opener * 100_000
+    assert "nested too deeply" in decode_error(codec, "user_activity", value).detail
+
+
+@pytest.mark.parametrize("fmt", ["avro", "json"])
+def test_encode_rejects_datetime_with_no_utc_instant(codec: Codec, fmt: str) -> None:
+    when = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    record = dict(FULL["followup_due"], emitted_at=when)
+    assert "out of range" in encode_error(codec, "followup_due", record, fmt).detail

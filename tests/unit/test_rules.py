@@ -201,7 +201,7 @@ def pid(booking: str = "b1", user: str = "u1") -> str:
 
 def cid(message: str, conv: str = "c1") -> str:
     """The check-in caused by the score of `message`."""
-    return emotion_checkin_id(conv, message)
+    return emotion_checkin_id("u1", conv, message)
 
 
 def custom(i: int, user: str = "u1") -> Followup:
@@ -739,7 +739,7 @@ def test_average_falling_below_04_schedules_one_checkin(
     assert of_type(ws, CHECKIN) == []
     run(ws, scored(drop, "m-drop", at=T0 + H))
     fid = cid("m-drop")
-    assert fid == followup_id("emotion_based", "c1", "m-drop")
+    assert fid == followup_id("emotion_based", "u1", "c1", "m-drop")
     assert of_type(ws, CHECKIN) == [
         Followup(
             id=fid,

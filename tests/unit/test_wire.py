@@ -12,7 +12,7 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from consumer.adapters.codec import AVRO_MAGIC, Codec
-from consumer.adapters.wire import BadInput, event_from_record, parse_event
+from consumer.adapters.wire import BadInput, WireDecoder, event_from_record, parse_event
 from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
@@ -439,3 +439,26 @@ def test_bad_input_str_names_type_and_message() -> None:
     assert str(err) == "rule_violation: user_activity: field 'user_id': must not be empty"
     assert err.error_type == "rule_violation"
     assert err.message == "user_activity: field 'user_id': must not be empty"
+
+
+def test_a_timestamp_with_no_utc_instant_is_refused_not_raised() -> None:
+    when = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))
+    err = bad_record(EventKind.USER_ACTIVITY, {"occurred_at": when})
+    assert err.error_type == "rule_violation"
+    assert "'occurred_at'" in err.message
+
+
+def test_the_decoder_turns_an_unexpected_error_into_a_dead_letter(
+    codec: Codec, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug of ours (here: simulated) must not stop the partition.
+    def broken(*_: Any) -> dict[str, Any]:
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setattr(Codec, "decode", broken)
+    with pytest.raises(BadInput) as info:
+        WireDecoder(codec)(EventKind.USER_ACTIVITY, b"{}")
+    assert info.value.error_type == "decode_error"
+    assert "RuntimeError" in info.value.message
+    assert "simulated bug" in info.value.message
+    assert "Traceback" in caplog.text

@@ -44,9 +44,8 @@ def trigger_data(f: Followup) -> dict[str, Any]:
 
 
 def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
-    """A stored follow-up as the rules see it. Leased (even when the lease has
-    lapsed: it may have been published) means in flight; `now` is kept for
-    callers that know a lease better."""
+    """A stored follow-up as the rules see it: in flight while its lease runs at
+    `now` (one that ran out was abandoned; the upsert releases it)."""
     data = json.loads(row["trigger_data"]) if row["trigger_data"] else {}
     lease_until = row["lease_until"]
     return Followup(
@@ -65,7 +64,7 @@ def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
         activity_basis=_dt(data.get("last_activity")),
         custom_message=data.get("custom_message"),
         cancelled_at=row["cancelled_at"],
-        in_flight=lease_until is not None,
+        in_flight=lease_until is not None and lease_until > now,
         operator_cancelled=row.get("cancelled_by") == OPERATOR,
     )
 

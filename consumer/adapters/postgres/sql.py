@@ -209,11 +209,15 @@ WRITE_BACK = {
 }
 WRITE_BACK_SQL = {name: wb.statement() for name, wb in WRITE_BACK.items()}
 
-# Rows the rules may change or remove: never sent, not being sent, not cancelled
-# by an operator (domain.model.Followup.is_fixed is the same test).
+# Rows the rules may change or remove (domain.model.Followup.is_fixed is the same
+# test): never sent, not cancelled by an operator, not under a live lease. A
+# lease that ran out (its dispatcher died, or is too slow) is released: ingest
+# loaded the row as not in flight, by the same `now`.
 _NOT_FIXED = (
-    "{t}.lease_owner IS NULL AND ({t}.status IN ('pending', 'expired') "
-    "OR ({t}.status = 'cancelled' AND {t}.cancelled_by IS NULL))"
+    "({t}.status IN ('pending', 'expired') "
+    "OR ({t}.status = 'cancelled' AND {t}.cancelled_by IS NULL)) "
+    "AND ({t}.lease_owner IS NULL "
+    "  OR {t}.lease_until <= COALESCE(CAST(:now AS timestamptz), now()))"
 )
 UPSERT_FOLLOWUPS = text(
     # The WHERE guard keeps an executed (or failed, operator-cancelled, leased)
@@ -226,11 +230,11 @@ UPSERT_FOLLOWUPS = text(
     "CAST(:at AS timestamptz[]), CAST(:status AS varchar[]), "
     "CAST(:cancelled AS timestamptz[])) "
     "AS v(id, user_id, conversation_id, trigger_type, data, at, status, cancelled_at) "
-    "ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id, "
-    "conversation_id = EXCLUDED.conversation_id, "
+    "ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, "
     "trigger_data = EXCLUDED.trigger_data, scheduled_at = EXCLUDED.scheduled_at, "
     "due_at = EXCLUDED.due_at, status = EXCLUDED.status, "
-    "cancelled_at = EXCLUDED.cancelled_at, updated_at = now() "
+    "cancelled_at = EXCLUDED.cancelled_at, lease_owner = NULL, lease_until = NULL, "
+    "updated_at = now() "
     "WHERE " + _NOT_FIXED.format(t="scheduled_followups")
 )
 DELETE_FOLLOWUPS = text(

@@ -57,8 +57,10 @@ class PostgresUnitOfWork:
     def __init__(self, conn: AsyncConnection, group_id: str) -> None:
         self.conn = conn
         self.group_id = group_id
+        self.now: datetime | None = None  # the batch's clock, from lock_and_load
 
     async def lock_and_load(self, keys: BatchKeys, now: datetime) -> WorkingSet:
+        self.now = now
         # Rows are created first so that every key has a row to lock; locks are
         # taken in one global order (users, conversations, bookings, each sorted)
         # so concurrent instances cannot deadlock on them.
@@ -130,9 +132,11 @@ class PostgresUnitOfWork:
                 await self.conn.execute(sql.WRITE_BACK_SQL[name], params[name])
         removed = ws.removed()
         if removed:
-            await self.conn.execute(sql.DELETE_FOLLOWUPS, {"ids": [f.id for f in removed]})
+            await self.conn.execute(
+                sql.DELETE_FOLLOWUPS, {"ids": [f.id for f in removed], "now": self.now}
+            )
         if followups:
-            await upsert_followups(self.conn, followups)
+            await upsert_followups(self.conn, followups, self.now)
         if offsets:
             await self.conn.execute(
                 sql.SAVE_OFFSETS,
@@ -140,9 +144,12 @@ class PostgresUnitOfWork:
             )
 
 
-async def upsert_followups(conn: AsyncConnection, followups: Sequence[Followup]) -> None:
-    """Insert new follow-ups and move/cancel open ones; closed rows are never reopened."""
-    await conn.execute(sql.UPSERT_FOLLOWUPS, rows.followup_params(followups))
+async def upsert_followups(
+    conn: AsyncConnection, followups: Sequence[Followup], now: datetime | None = None
+) -> None:
+    """Insert new follow-ups and move/cancel open ones; closed rows are never reopened,
+    nor rows under a lease still live at `now` (default: the database's clock)."""
+    await conn.execute(sql.UPSERT_FOLLOWUPS, {**rows.followup_params(followups), "now": now})
 
 
 class PostgresStore:

@@ -1,0 +1,192 @@
+"""The previous code beside the new, on the same input, in one run.
+
+`checkout(ref)` unpacks a git revision's `consumer/` and `schemas/` into a
+scratch directory (`git archive`); the service then runs from there with
+`python -m consumer run`, which imports that copy. Ingest replays one produced
+stream into a fresh database per variant; dispatch publishes a burst of due
+follow-ups and measures firing latency at a steady rate, per variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import statistics
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.lib.dispatch import burst, steady_run
+from bench.lib.kafka import create_topics, delete_topics, end_offsets, produce
+from bench.lib.names import Names
+from bench.lib.service import run_service
+from bench.lib.stream import generate
+from consumer.adapters.codec import Codec
+from harness.endpoints import Endpoints, create_database, drop_database
+from harness.paths import REPO
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str  # e.g. "main@f6b9aa2" or "new"
+    directory: Path
+
+
+def checkout(ref: str) -> Variant:
+    """`ref`'s consumer/ and schemas/ in a scratch directory."""
+    sha = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", sha, "consumer", "schemas"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    target = Path(tempfile.mkdtemp(prefix=f"bench-{sha}-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    return Variant(f"{ref}@{sha}", target)
+
+
+def working_tree() -> Variant:
+    return Variant("new (working tree)", REPO)
+
+
+@dataclass(frozen=True)
+class IngestFigure:
+    variant: str
+    instances: int
+    events: int
+    seconds: float
+    peak_rss_mib: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+async def compare_ingest(
+    ep: Endpoints,
+    variants: Sequence[Variant],
+    *,
+    events: int,
+    users: int,
+    instances: Sequence[int],
+    rounds: int,
+    seed: int = 42,
+) -> list[IngestFigure]:
+    """Produce one stream, then replay it with every variant, alternating, `rounds` times."""
+    names = Names.fresh()
+    await create_topics(ep.bootstrap, names.topics, 6)
+    figures: list[IngestFigure] = []
+    try:
+        stream = generate(events, users, "avro", seed, Codec.load(), datetime.now(UTC))
+        await produce(ep.bootstrap, names.inputs, stream, 20_000)
+        del stream.records[:]
+        if sum((await end_offsets(ep.bootstrap, names.inputs)).values()) != events:
+            raise RuntimeError("the input topics do not hold the stream")
+        for r in range(rounds):
+            for count in instances:
+                for i, variant in enumerate(variants):
+                    run_names = dataclasses.replace(
+                        names,
+                        database=f"{names.database}_{r}_{count}_{i}",
+                        service_group=f"{names.service_group}-{r}-{count}-{i}",
+                    )
+                    await create_database(ep, run_names.database)
+                    try:
+                        run = await run_service(
+                            ep,
+                            run_names,
+                            events,
+                            partitions=6,
+                            limit_s=max(300.0, events / 500),
+                            extra_env={"LOG_LEVEL": "WARNING"},
+                            cwd=variant.directory,
+                            profile=None,
+                            py_spy=None,
+                            explain_ms=None,
+                            pg_log=REPO / ".services" / "postgres" / "log" / "postgres.log",
+                            instances=count,
+                        )
+                    finally:
+                        await drop_database(ep, run_names.database)
+                    if not run.complete:
+                        raise RuntimeError(f"{variant.name} did not finish: {run.log_path}")
+                    figure = IngestFigure(
+                        variant.name, count, run.phase.events, run.phase.seconds, run.peak_rss_mib
+                    )
+                    print(
+                        f"  round {r + 1}, {count} instance(s), {variant.name}: "
+                        f"{figure.rate:,.0f} events/s, peak RSS {figure.peak_rss_mib:.0f} MiB",
+                        flush=True,
+                    )
+                    figures.append(figure)
+    finally:
+        await delete_topics(ep.bootstrap, names.topics)
+    return figures
+
+
+@dataclass(frozen=True)
+class DispatchFigure:
+    variant: str
+    burst_rate: float
+    p50: float
+    p99: float
+    worst: float
+
+
+async def compare_dispatch(
+    ep: Endpoints, variants: Sequence[Variant], *, burst_size: int, rate: int, seconds: int
+) -> list[DispatchFigure]:
+    out = []
+    for variant in variants:
+        b = await burst(ep, burst_size, variant.directory)
+        s = await steady_run(ep, rate, seconds, variant.directory)
+        q = statistics.quantiles(s.latencies, n=100)
+        figure = DispatchFigure(
+            variant.name, b["publications per second"], q[49], q[98], s.latencies[-1]
+        )
+        print(
+            f"  {variant.name}: burst {figure.burst_rate:,.0f}/s, "
+            f"latency p50 {figure.p50 * 1000:.0f} ms p99 {figure.p99 * 1000:.0f} ms",
+            flush=True,
+        )
+        out.append(figure)
+    return out
+
+
+def ingest_table(figures: Sequence[IngestFigure], variants: Sequence[Variant]) -> str:
+    """Median rate per variant and instance count, and each variant's ratio to the first."""
+    lines = [f"{'instances':>9}  {'variant':<28} {'events/s':>10} {'ratio':>6} {'peak RSS':>9}"]
+    for count in sorted({f.instances for f in figures}):
+        base = None
+        for v in variants:
+            mine = [f for f in figures if f.instances == count and f.variant == v.name]
+            rate = statistics.median(f.rate for f in mine)
+            rss = max(f.peak_rss_mib for f in mine)
+            base = base or rate
+            lines.append(
+                f"{count:>9}  {v.name:<28} {rate:>10,.0f} {rate / base:>6.2f} {rss:>7.0f} MiB"
+            )
+    return "\n".join(lines)
+
+
+def dispatch_table(figures: Sequence[DispatchFigure]) -> str:
+    base = figures[0].burst_rate
+    lines = [
+        f"{'variant':<28} {'burst/s':>9} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7}"
+    ]
+    for f in figures:
+        lines.append(
+            f"{f.variant:<28} {f.burst_rate:>9,.0f} {f.burst_rate / base:>6.2f} "
+            f"{f.p50 * 1000:>7.0f} {f.p99 * 1000:>7.0f} {f.worst * 1000:>7.0f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,252 @@
+"""The Dispatcher on both stores, with a publisher told what to refuse: due
+follow-ups sent once and marked, too-late ones expired, failures retried with
+backoff then given up, an outage waited out, never two senders at once."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, Tally
+from consumer.domain.model import TriggerType
+from consumer.domain.policy import Policy, RetryPolicy
+from consumer.service.dispatch import Dispatcher
+from consumer.service.ports import FollowupView, Store
+from tests.integration.helpers import cancelled, confirmed
+from tests.service.conftest import T0, FixedClock, custom, ingestor, recs, seed
+
+S = timedelta(seconds=1)
+H = timedelta(hours=1)
+LEASE = timedelta(seconds=30)
+RETRY = RetryPolicy(max_retries=2, base=2 * S, cap=timedelta(minutes=1))
+
+
+def dispatcher(
+    store: Store,
+    publisher: MemoryDuePublisher,
+    clock: FixedClock,
+    *,
+    owner: str = "dispatcher-a",
+    batch_size: int = 100,
+    telemetry: Tally | None = None,
+) -> Dispatcher:
+    return Dispatcher(
+        store,
+        publisher,
+        Policy(),
+        RETRY,
+        clock,
+        batch_size=batch_size,
+        lease=LEASE,
+        owner=owner,
+        telemetry=telemetry,
+    )
+
+
+async def view_of(store: Store, id_: str) -> FollowupView:
+    view = await store.get_followup(id_)
+    assert view is not None, id_
+    return view
+
+
+async def test_due_followups_are_published_once_and_marked_executed(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock, tally: Tally
+) -> None:
+    early, now, later = await seed(
+        store, [custom(1, T0 - 60 * S), custom(2, T0), custom(3, T0 + H)], T0
+    )
+    d = dispatcher(store, publisher, clock, telemetry=tally)
+    assert await d.dispatch_due() == 2
+    assert publisher.published_ids == [early, now]
+    first = publisher.published[0]
+    assert first.key == "user-1"
+    assert {k: first.record[k] for k in ("event_id", "message", "attempt", "scheduled_at")} == {
+        "event_id": early,
+        "message": "message 1",
+        "attempt": 1,
+        "scheduled_at": T0 - 60 * S,
+    }
+    for id_, n in ((early, 1), (now, 2)):
+        view = await view_of(store, id_)
+        assert (view.status, view.executed_at, view.message_content) == (
+            "executed",
+            T0,
+            f"message {n}",
+        )
+        assert view.template_id is not None
+    assert (await view_of(store, later)).status == "pending"
+    assert sum(tally.executions.values()) == 2
+    assert tally.lateness == [60.0, 0.0]
+
+    assert await d.dispatch_due() == 0
+    assert await store.next_due_at(clock()) == T0 + H
+    clock.advance(H)
+    assert await d.dispatch_due() == 1
+    assert publisher.published_ids == [early, now, later]
+
+
+async def test_too_late_first_attempts_expire_unsent(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock, tally: Tally
+) -> None:
+    # MAX_LATENESS is 48 hours: the service was down for longer than that.
+    stale, fresh = await seed(store, [custom(1, T0 - 49 * H), custom(2, T0 - 47 * H)], T0)
+    d = dispatcher(store, publisher, clock, telemetry=tally)
+    assert await d.dispatch_due() == 2
+    assert publisher.published_ids == [fresh]
+    assert (await view_of(store, stale)).status == "expired"
+    assert (await view_of(store, fresh)).status == "executed"
+    assert tally.expirations == {TriggerType.CUSTOM: 1}
+    assert await d.dispatch_due() == 0
+
+
+async def test_a_retried_followup_keeps_its_chance_when_late(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock
+) -> None:
+    [fid] = await seed(store, [custom(1, T0)], T0)
+    publisher.fail(fid, times=1)
+    d = dispatcher(store, publisher, clock)
+    assert await d.dispatch_due() == 1
+    assert publisher.published == []
+    # On time once; retried after a long outage of this instance, it is still sent.
+    clock.advance(49 * H)
+    assert await d.dispatch_due() == 1
+    assert publisher.published_ids == [fid]
+    assert publisher.published[0].record["attempt"] == 2
+    view = await view_of(store, fid)
+    assert (view.status, view.retry_count) == ("executed", 1)
+
+
+async def test_publish_failures_back_off_then_give_up(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock, tally: Tally
+) -> None:
+    fid, ok = await seed(store, [custom(1, T0), custom(2, T0)], T0)
+    publisher.fail(fid)
+    d = dispatcher(store, publisher, clock, telemetry=tally)
+
+    assert await d.dispatch_due() == 2  # the first attempt
+    assert publisher.published_ids == [ok]
+    view = await view_of(store, fid)
+    assert (view.status, view.retry_count) == ("pending", 1)
+    assert view.error_message is not None
+    assert view.error_message.startswith("PublishRefused:")
+    assert await store.next_due_at(clock()) == T0 + 2 * S  # base backoff
+
+    clock.advance(2 * S - timedelta(milliseconds=1))
+    assert await d.dispatch_due() == 0
+    clock.advance(timedelta(milliseconds=1))
+    assert await d.dispatch_due() == 1  # first retry
+    assert (await view_of(store, fid)).retry_count == 2
+    assert await store.next_due_at(clock()) == clock() + 4 * S  # doubled
+
+    clock.advance(4 * S)
+    assert await d.dispatch_due() == 1  # second and last retry (MAX_RETRIES=2)
+    view = await view_of(store, fid)
+    assert (view.status, view.retry_count, view.executed_at) == ("failed", 3, None)
+    assert await store.next_due_at(clock()) is None
+    clock.advance(H)
+    assert await d.dispatch_due() == 0
+    assert [m.record["attempt"] for m in publisher.attempts] == [1, 1, 2, 3]
+    assert publisher.published_ids == [ok]
+    assert tally.publish_errors == {TriggerType.CUSTOM: 3}
+    assert tally.gave_up == {TriggerType.CUSTOM: 1}
+
+
+async def test_an_unreachable_broker_uses_up_no_retries(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock
+) -> None:
+    [fid] = await seed(store, [custom(1, T0)], T0)
+    d = dispatcher(store, publisher, clock)
+    publisher.reachable = False
+    for _ in range(RETRY.max_retries + 3):
+        assert await d.dispatch_due() == 1
+        view = await view_of(store, fid)
+        assert (view.status, view.retry_count) == ("pending", 0)
+        assert await store.next_due_at(clock()) == clock() + RETRY.base
+        clock.advance(RETRY.base)
+    assert view.error_message is not None
+    assert "BrokerUnreachable" in view.error_message
+
+    publisher.reachable = True
+    assert await d.dispatch_due() == 1
+    assert publisher.published_ids == [fid]
+    assert publisher.published[0].record["attempt"] == 1
+    assert (await view_of(store, fid)).status == "executed"
+
+
+async def test_two_dispatchers_never_publish_the_same_followup_twice(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock
+) -> None:
+    ids = await seed(store, [custom(n, T0 - n * S) for n in range(60)], T0)
+    a = dispatcher(store, publisher, clock, owner="a", batch_size=7)
+    b = dispatcher(store, publisher, clock, owner="b", batch_size=7)
+    claimed = {"a": 0, "b": 0}
+    while True:
+        got_a, got_b = await asyncio.gather(a.dispatch_due(), b.dispatch_due())
+        claimed["a"] += got_a
+        claimed["b"] += got_b
+        if got_a == got_b == 0:
+            break
+    assert sorted(publisher.published_ids) == sorted(ids)
+    assert len(publisher.attempts) == len(ids)
+    assert claimed["a"] > 0
+    assert claimed["b"] > 0
+
+
+async def test_a_claim_abandoned_by_a_dead_instance_is_sent_once_its_lease_runs_out(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock
+) -> None:
+    [fid] = await seed(store, [custom(1, T0)], T0)
+    # What a process leaves behind when it dies between claim and publish.
+    assert len(await store.claim_due("dead", T0, LEASE, 10)) == 1
+    d = dispatcher(store, publisher, clock)
+    clock.advance(LEASE)
+    assert await d.dispatch_due() == 0
+    clock.advance(timedelta(milliseconds=1))
+    assert await d.dispatch_due() == 1
+    assert publisher.published_ids == [fid]
+    assert (await view_of(store, fid)).status == "executed"
+
+
+async def test_a_followup_being_sent_is_not_changed_by_ingest(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock
+) -> None:
+    dead_letters = MemoryDeadLetters()
+    ingest = ingestor(store, dead_letters, clock)
+    # Confirmed yesterday for an event 24 hours ago: its follow-up is due now.
+    await ingest.process(recs([confirmed("u1", "b1", T0 - 24 * H, T0 - 25 * H)]))
+    [post] = await store.list_followups(
+        user_id="u1", status=None, trigger_type=TriggerType.POST_EVENT, limit=10
+    )
+    publisher.gate = asyncio.Event()
+    sending = asyncio.create_task(dispatcher(store, publisher, clock).dispatch_due())
+    await publisher.waiting.wait()  # claimed, publishing
+
+    clock.advance(S)
+    outcome = await ingest.process(recs([cancelled("u1", "b1", T0)], start=1))
+    assert outcome.cancelled == {}
+    assert (await view_of(store, post.id)).status == "pending"
+
+    publisher.gate.set()
+    assert await sending == 1
+    assert publisher.published_ids == [post.id]
+    assert (await view_of(store, post.id)).status == "executed"
+
+
+async def test_a_cancellation_after_an_abandoned_claim_is_kept(
+    store: Store, publisher: MemoryDuePublisher, clock: FixedClock
+) -> None:
+    dead_letters = MemoryDeadLetters()
+    ingest = ingestor(store, dead_letters, clock)
+    await ingest.process(recs([confirmed("u1", "b1", T0 - 24 * H, T0 - 25 * H)]))
+    [post] = await store.list_followups(
+        user_id="u1", status=None, trigger_type=TriggerType.POST_EVENT, limit=10
+    )
+    # A dispatcher claims it and dies; its lease runs out.
+    assert len(await store.claim_due("dead", T0, LEASE, 10)) == 1
+    clock.advance(2 * LEASE)
+    outcome = await ingest.process(recs([cancelled("u1", "b1", clock())], start=1))
+    assert outcome.cancelled == {TriggerType.POST_EVENT: 1}  # what ingest believes
+
+    await dispatcher(store, publisher, clock).dispatch_due()
+    assert publisher.published_ids == []
+    assert (await view_of(store, post.id)).status == "cancelled"

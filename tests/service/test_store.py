@@ -1,0 +1,393 @@
+"""The Store port's contract, on both stores: what the use cases rely on (leases,
+the upsert guard, offsets, atomic transactions) and what operators see."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from consumer.domain.model import (
+    Booking,
+    Conversation,
+    Followup,
+    Score,
+    Status,
+    TriggerType,
+    UserState,
+)
+from consumer.service.ports import (
+    BatchKeys,
+    CancelResult,
+    Executed,
+    Figures,
+    FollowupView,
+    Store,
+    ValueRefused,
+)
+from tests.service.conftest import T0, custom, seed
+
+S = timedelta(seconds=1)
+LEASE = timedelta(seconds=30)
+
+
+class Boom(Exception):
+    pass
+
+
+async def view_of(store: Store, id_: str) -> FollowupView:
+    view = await store.get_followup(id_)
+    assert view is not None, id_
+    return view
+
+
+async def status_of(store: Store, id_: str) -> str:
+    return (await view_of(store, id_)).status
+
+
+# --- ingest: offsets, atomicity, values -----------------------------------------------
+
+
+async def test_offsets_never_move_backwards(store: Store) -> None:
+    a, b = ("in", 0), ("in", 1)
+    async with store.transaction() as tx:
+        assert await tx.lock_offsets([a, b]) == {}
+        await tx.save(await tx.lock_and_load(BatchKeys(frozenset()), T0), {a: 10, b: 3})
+    async with store.transaction() as tx:
+        assert await tx.lock_offsets([b, a]) == {a: 10, b: 3}
+        await tx.save(await tx.lock_and_load(BatchKeys(frozenset()), T0), {a: 5, b: 7})
+    assert await store.load_offsets([a, b, ("in", 2)]) == {a: 10, b: 7}
+    assert await store.load_offsets([]) == {}
+
+
+async def test_a_transaction_that_raises_leaves_nothing(store: Store) -> None:
+    async def batch_then_crash() -> None:
+        async with store.transaction() as tx:
+            ws = await tx.lock_and_load(BatchKeys(frozenset({"user-1"})), T0)
+            ws.apply([custom(1, T0)])
+            await tx.save(ws, {("in", 0): 5})
+            raise Boom
+
+    with pytest.raises(Boom):
+        await batch_then_crash()
+    assert await store.get_followup("f-0001") is None
+    assert await store.load_offsets([("in", 0)]) == {}
+    # Not even the row the lock seeded.
+    assert (await store.erase_user("user-1"))["user_projection"] == 0
+
+
+async def test_rows_seeded_for_a_lock_stay_and_only_known_users_are_erased(store: Store) -> None:
+    async with store.transaction() as tx:
+        ws = await tx.lock_and_load(
+            BatchKeys(frozenset({"user-1"}), frozenset({"bk-1"}), frozenset({"conv-1"})), T0
+        )
+        assert (ws.users, ws.bookings, ws.conversations) == (
+            {"user-1": UserState("user-1")},
+            {},
+            {},
+        )
+        await tx.save(ws, {})
+    await seed(store, [custom(1, T0), custom(2, T0)], T0)
+    # The booking and conversation rows have no user yet: they are nobody's.
+    assert await store.erase_user("user-1") == {
+        "scheduled_followups": 1,
+        "booking_projection": 0,
+        "conversation_emotions": 0,
+        "user_projection": 1,
+    }
+    assert await store.get_followup("f-0001") is None
+    assert await store.get_followup("f-0002") is not None
+
+
+async def test_values_postgresql_cannot_store_are_refused_and_nothing_is_kept(store: Store) -> None:
+    with pytest.raises(ValueRefused):
+        async with store.transaction() as tx:
+            await tx.lock_and_load(BatchKeys(frozenset({"u" * 256})), T0)
+    for message in ("nul \x00 inside", "lone \ud800 surrogate"):
+        with pytest.raises(ValueRefused):
+            await seed(store, [replace(custom(1, T0), custom_message=message)], T0)
+    assert await store.get_followup("f-0001") is None
+    assert (await store.erase_user("user-1"))["user_projection"] == 0
+
+
+# --- dispatch: leases ---------------------------------------------------------------------
+
+
+async def test_a_claim_is_a_lease_that_others_may_take_once_it_runs_out(store: Store) -> None:
+    [fid] = await seed(store, [custom(1, T0)], T0)
+    [claimed] = await store.claim_due("a", T0, LEASE, 10)
+    assert claimed.followup.id == fid
+    assert (claimed.retry_count, claimed.followup.status, claimed.followup.in_flight) == (
+        0,
+        Status.PENDING,
+        False,
+    )
+    assert claimed.followup.custom_message == "message 1"
+    assert await store.claim_due("b", T0 + 10 * S, LEASE, 10) == []
+    assert await store.next_due_at(T0 + 10 * S) is None
+    # `lease_until < now`: at the very instant it runs out it is not free yet.
+    assert await store.claim_due("b", T0 + LEASE, LEASE, 10) == []
+    later = T0 + LEASE + timedelta(microseconds=1)
+    assert await store.next_due_at(later) == T0
+    assert [c.followup.id for c in await store.claim_due("b", later, LEASE, 10)] == [fid]
+
+    # The first owner lost it: its outcome is not recorded.
+    assert await store.mark_executed("a", [Executed(fid, "custom", "hi")], later) == 0
+    assert await store.mark_expired("a", [fid]) == 0
+    await store.mark_publish_failed("a", fid, "late", None)
+    assert await status_of(store, fid) == "pending"
+
+    assert await store.mark_executed("b", [Executed(fid, "custom", "hi")], later) == 1
+    view = await view_of(store, fid)
+    assert (view.status, view.executed_at, view.template_id, view.message_content) == (
+        "executed",
+        later,
+        "custom",
+        "hi",
+    )
+    assert await store.mark_executed("b", [Executed(fid, "custom", "again")], later) == 0
+    assert await store.claim_due("c", later + LEASE * 2, LEASE, 10) == []
+
+
+async def test_claims_take_the_earliest_due_first_up_to_the_limit(store: Store) -> None:
+    await seed(
+        store,
+        [custom(1, T0 - 60 * S), custom(2, T0 - 120 * S), custom(3, T0 + 60 * S)],
+        T0,
+    )
+    assert [c.followup.id for c in await store.claim_due("a", T0, LEASE, 1)] == ["f-0002"]
+    assert [c.followup.id for c in await store.claim_due("a", T0, LEASE, 5)] == ["f-0001"]
+    assert await store.claim_due("a", T0, LEASE, 5) == []
+    assert await store.next_due_at(T0) == T0 + 60 * S
+
+
+async def test_a_loaded_followup_is_in_flight_while_its_lease_runs(store: Store) -> None:
+    [fid] = await seed(store, [custom(1, T0)], T0)
+    await store.claim_due("a", T0, LEASE, 10)
+    for now, in_flight in ((T0 + 10 * S, True), (T0 + LEASE, False), (T0 + 2 * LEASE, False)):
+        async with store.transaction() as tx:
+            ws = await tx.lock_and_load(BatchKeys(frozenset({"user-1"})), now)
+            await tx.save(ws, {})
+        assert ws.followups[fid].in_flight is in_flight, now
+
+
+async def test_a_failed_attempt_backs_off_counts_or_gives_up(store: Store) -> None:
+    [f1, f2, f3] = await seed(store, [custom(1, T0), custom(2, T0), custom(3, T0)], T0)
+    await store.claim_due("a", T0, LEASE, 10)
+    await store.mark_publish_failed("a", f1, "E" * 3000, T0 + 5 * S)
+    await store.mark_publish_failed("a", f2, "broker away", T0 + 7 * S, counts=False)
+    await store.mark_publish_failed("a", f3, "too many", None)
+    await store.mark_publish_failed("someone-else", f1, "not mine", None)
+
+    v1, v2, v3 = [await view_of(store, f) for f in (f1, f2, f3)]
+    assert (v1.status, v1.retry_count, v1.error_message) == ("pending", 1, "E" * 2000)
+    assert (v2.status, v2.retry_count, v2.error_message) == ("pending", 0, "broker away")
+    assert (v3.status, v3.retry_count, v3.error_message) == ("failed", 1, "too many")
+    # Released at once, due again at retry_at; scheduled_at stays as it was.
+    assert v1.scheduled_at == T0
+    assert await store.next_due_at(T0) == T0 + 5 * S
+    assert await store.claim_due("b", T0 + 4 * S, LEASE, 10) == []
+    assert [c.followup.id for c in await store.claim_due("b", T0 + 5 * S, LEASE, 10)] == [f1]
+    [again] = await store.claim_due("b", T0 + 7 * S, LEASE, 10)
+    assert (again.followup.id, again.retry_count) == (f2, 0)
+
+
+async def test_only_the_owner_expires_a_pending_followup(store: Store) -> None:
+    [f1, f2] = await seed(store, [custom(1, T0), custom(2, T0)], T0)
+    await store.claim_due("a", T0, LEASE, 10)
+    assert await store.mark_expired("b", [f1, f2]) == 0
+    assert await store.mark_expired("a", [f1, f1]) == 1
+    assert await store.mark_executed("a", [Executed(f1, "t", "m")], T0) == 0
+    assert (await status_of(store, f1), await status_of(store, f2)) == ("expired", "pending")
+    assert await store.mark_expired("a", []) == 0
+    assert await store.mark_executed("a", [], T0) == 0
+
+
+# --- the upsert guard -------------------------------------------------------------------------
+
+
+async def save_versions(store: Store, *followups: Followup) -> None:
+    """A (possibly stale) decision about existing follow-ups, written as ingest writes it."""
+    async with store.transaction() as tx:
+        ws = await tx.lock_and_load(BatchKeys(frozenset(f.user_id for f in followups)), T0)
+        ws.apply(followups)
+        await tx.save(ws, {})
+
+
+async def test_ingest_changes_only_open_followups_nobody_holds(store: Store) -> None:
+    f1, f2, f3, f4 = (custom(n, T0) for n in range(1, 5))
+    await seed(store, [f1, f2, f3, f4], T0)
+    await store.claim_due("a", T0, LEASE, 10)
+    await store.mark_executed("a", [Executed(f2.id, "t", "m")], T0)
+    await store.mark_expired("a", [f3.id])
+    await store.mark_publish_failed("a", f4.id, "oops", T0 + 5 * S)
+    # f1 is still leased by "a".
+    later = T0 + timedelta(hours=3)
+    await save_versions(
+        store,
+        replace(f1, status=Status.CANCELLED, cancelled_at=T0),
+        replace(f2, scheduled_at=later),
+        replace(f3, scheduled_at=later, status=Status.PENDING),
+        replace(f4, scheduled_at=later, user_id="someone-else", conversation_id="conv-x"),
+    )
+    v1, v2, v3, v4 = [await view_of(store, f.id) for f in (f1, f2, f3, f4)]
+    assert (v1.status, v1.cancelled_at) == ("pending", None)
+    assert (v2.status, v2.scheduled_at) == ("executed", T0)
+    assert (v3.status, v3.scheduled_at) == ("pending", later)
+    # Moved: due at the new time (the retry backoff is gone); user_id is never updated.
+    assert (v4.status, v4.scheduled_at, v4.retry_count) == ("pending", later, 1)
+    assert (v4.user_id, v4.conversation_id) == ("user-4", "conv-x")
+    assert await store.next_due_at(T0 + LEASE * 2) == T0  # f1, its lease run out
+    assert sorted(c.followup.id for c in await store.claim_due("b", later, LEASE, 10)) == [
+        f1.id,
+        f3.id,
+        f4.id,
+    ]
+
+
+# --- dispatch: what firing reads ---------------------------------------------------------------
+
+
+async def test_firing_facts_come_from_the_projections(store: Store) -> None:
+    score = Score("m1", T0 - 60 * S, 0.25)
+    async with store.transaction() as tx:
+        ws = await tx.lock_and_load(
+            BatchKeys(
+                frozenset({"u1", "u2"}), frozenset({"b1", "b2"}), frozenset({"c1", "c-empty"})
+            ),
+            T0,
+        )
+        ws.apply(
+            [
+                UserState("u1", last_activity_at=T0 - 60 * S, timezone="Europe/Paris"),
+                Booking("b1", "u1", event_date=T0, confirmed_at=T0 - 3600 * S),
+                Booking("b2", "u2", confirmed_at=T0 - 3600 * S, cancelled_at=T0 - 60 * S),
+                Conversation("c1", "u1", scores=(score,)),
+            ]
+        )
+        await tx.save(ws, {})
+    f1 = replace(custom(1, T0, user="u1"), conversation_id="c1")
+    f2 = replace(custom(2, T0, user="u2"), conversation_id="c-empty")
+    f3 = replace(custom(3, T0, user="u3"), conversation_id="")
+    facts = await store.firing_facts([f1, f2, f3])
+    assert dict(facts.scores) == {"c1": (score,), "c-empty": ()}
+    assert dict(facts.last_activity) == {"u1": T0 - 60 * S}
+    assert dict(facts.timezones) == {"u1": "Europe/Paris"}
+    assert facts.users_with_live_booking == frozenset({"u1"})
+
+
+# --- periodic work -----------------------------------------------------------------------------
+
+
+def reengagement(n: int, user: str, basis: object, status: Status) -> Followup:
+    assert basis is None or hasattr(basis, "isoformat")
+    return Followup(
+        id=f"re-{n}",
+        user_id=user,
+        conversation_id="",
+        trigger_type=TriggerType.RE_ENGAGEMENT,
+        scheduled_at=T0,
+        status=status,
+        activity_basis=basis,  # type: ignore[arg-type]
+    )
+
+
+async def test_sweep_candidates_are_idle_users_without_a_current_reengagement(
+    store: Store,
+) -> None:
+    idle = T0 - timedelta(days=40)
+    users = [
+        UserState("a-idle", last_activity_at=idle),
+        UserState("b-pending", last_activity_at=idle),
+        UserState("c-sent-for-this", last_activity_at=idle),
+        UserState("d-sent-for-older", last_activity_at=idle),
+        UserState("e-expired", last_activity_at=idle),
+        UserState("f-active", last_activity_at=T0 - timedelta(days=1)),
+        UserState("g-never"),
+        UserState("h-idle", last_activity_at=idle),
+    ]
+    async with store.transaction() as tx:
+        ws = await tx.lock_and_load(BatchKeys(frozenset(u.user_id for u in users)), T0)
+        ws.apply(users)
+        ws.apply(
+            [
+                reengagement(1, "b-pending", idle - timedelta(days=5), Status.PENDING),
+                reengagement(2, "c-sent-for-this", idle, Status.EXECUTED),
+                reengagement(3, "d-sent-for-older", idle - timedelta(days=5), Status.FAILED),
+                reengagement(4, "e-expired", idle, Status.EXPIRED),
+            ]
+        )
+        await tx.save(ws, {})
+    since = T0 - timedelta(days=30)
+    found = await store.inactive_without_reengagement(since, "", 100)
+    assert found == ["a-idle", "d-sent-for-older", "e-expired", "h-idle"]
+    assert await store.inactive_without_reengagement(since, "", 2) == found[:2]
+    assert await store.inactive_without_reengagement(since, "d-sent-for-older", 100) == found[2:]
+
+
+async def test_retention_deletes_executed_followups_older_than_the_cutoff(store: Store) -> None:
+    ids = await seed(store, [custom(n, T0) for n in range(1, 5)], T0)
+    await store.claim_due("a", T0, LEASE, 10)
+    await store.mark_executed("a", [Executed(ids[0], "t", "m")], T0 - timedelta(days=100))
+    await store.mark_executed("a", [Executed(ids[1], "t", "m")], T0)
+    await store.mark_publish_failed("a", ids[2], "x", None)
+    assert await store.delete_executed_before(T0 - timedelta(days=90)) == 1
+    assert [await store.get_followup(i) is None for i in ids] == [True, False, False, False]
+
+
+async def test_one_holder_per_job(store: Store) -> None:
+    async with (
+        store.exclusive("sweep") as first,
+        store.exclusive("sweep") as second,
+        store.exclusive("retention") as other,
+    ):
+        assert (first, second, other) == (True, False, True)
+    async with store.exclusive("sweep") as again:
+        assert again
+
+
+# --- operations --------------------------------------------------------------------------------
+
+
+async def test_operators_list_get_cancel_and_count(store: Store) -> None:
+    ids = await seed(
+        store,
+        [
+            custom(1, T0 - 60 * S, user="u1"),
+            custom(2, T0 + 60 * S, user="u1"),
+            custom(3, T0 + 60 * S, user="u2"),
+            custom(4, T0 + 120 * S, user="u2"),
+        ],
+        T0,
+    )
+    listed = await store.list_followups(user_id=None, status=None, trigger_type=None, limit=10)
+    assert [v.id for v in listed] == [ids[3], ids[1], ids[2], ids[0]]
+    assert [v.id for v in listed] == [
+        v.id
+        for v in await store.list_followups(user_id=None, status=None, trigger_type=None, limit=10)
+    ]
+    assert listed[0].trigger_data == {"custom_message": "message 4"}
+    assert (listed[0].retry_count, listed[0].template_id, listed[0].executed_at) == (0, None, None)
+    by_u1 = await store.list_followups(
+        user_id="u1", status=Status.PENDING, trigger_type=TriggerType.CUSTOM, limit=1
+    )
+    assert [v.id for v in by_u1] == [ids[1]]
+    none = await store.list_followups(
+        user_id="u1", status=None, trigger_type=TriggerType.POST_EVENT, limit=10
+    )
+    assert none == []
+
+    [claimed] = await store.claim_due("a", T0, LEASE, 10)
+    assert claimed.followup.id == ids[0]
+    assert await store.cancel_followup("nope", T0) is CancelResult.NOT_FOUND
+    assert await store.cancel_followup(ids[0], T0 + S) is CancelResult.NOT_PENDING  # being sent
+    assert await store.cancel_followup(ids[0], T0 + LEASE + S) is CancelResult.CANCELLED
+    assert await store.cancel_followup(ids[0], T0 + LEASE + S) is CancelResult.NOT_PENDING
+    cancelled = await view_of(store, ids[0])
+    assert (cancelled.status, cancelled.cancelled_at) == ("cancelled", T0 + LEASE + S)
+
+    await store.claim_due("a", T0 + 60 * S, LEASE, 10)
+    await store.mark_executed("a", [Executed(ids[1], "t", "m")], T0 + 60 * S)
+    await store.mark_executed("a", [Executed(ids[2], "t", "m")], T0 - timedelta(days=1))
+    assert await store.figures(T0) == Figures(pending_jobs=1, executed_today=1)

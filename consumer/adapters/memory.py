@@ -5,7 +5,10 @@
 `postgres/sql.py`), including its subtleties: `due_at` (when the dispatcher may
 next try) apart from `scheduled_at`; a lease is claimable once `lease_until <
 now`, while a loaded follow-up is in flight while `lease_until > now`; the
-follow-up upsert changes only pending and expired rows without a lease owner;
+follow-up upsert and delete touch only rows the rules may change (pending,
+expired, or cancelled by a rule rather than an operator; not under a live
+lease); ingest loads every booking and post-event row of its booking users and
+every check-in of its conversations;
 offsets never move backwards; values PostgreSQL would refuse (too long for
 their column, NUL, lone surrogates) raise `ValueRefused`, as a test-chosen
 predicate can too. Rows are kept in the shapes `postgres/rows.py` maps, so both
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from consumer.adapters.postgres.rows import followup_from_row, trigger_data, view
+from consumer.adapters.postgres.rows import OPERATOR, followup_from_row, trigger_data, view
 from consumer.domain.limits import text_problem
 from consumer.domain.model import (
     Booking,
@@ -118,6 +121,7 @@ class FollowupRow:
     retry_count: int = 0
     lease_owner: str | None = None
     lease_until: datetime | None = None
+    cancelled_by: str | None = None  # OPERATOR, or None: a rule cancelled it
 
     def claimable(self, now: datetime) -> bool:
         """`lease_until IS NULL OR lease_until < now` (CLAIM_DUE, NEXT_DUE_AT, CANCEL)."""
@@ -136,8 +140,20 @@ class FollowupRow:
                 "trigger_data": self.trigger_data,
                 "cancelled_at": self.cancelled_at,
                 "lease_until": self.lease_until,
+                "cancelled_by": self.cancelled_by,
             },
             now,
+        )
+
+    def rules_may_change(self, cutoff: datetime) -> bool:
+        """sql._NOT_FIXED: never sent, not cancelled by an operator, not under a
+        lease still live at `cutoff`."""
+        changeable = self.status in _OPEN_STATUSES or (
+            self.status == Status.CANCELLED.value and self.cancelled_by is None
+        )
+        return changeable and (
+            self.lease_owner is None
+            or (self.lease_until is not None and self.lease_until <= cutoff)
         )
 
 
@@ -184,22 +200,32 @@ class MemoryUnitOfWork:
         self._now = now
         t = self._open()
         check = self._store._check_text
-        users = sorted(keys.user_ids)
+        users = sorted(keys.user_ids | keys.booking_user_ids)
         convs = sorted(keys.conversation_ids)
         bookings = sorted(keys.booking_ids)
         # SEED: every key gets a row to lock ('' marks "not seen yet" where required).
-        for u in users:
-            check("user_projection.user_id", u, 255)
-            t.users.setdefault(u, UserState(u))
         for c in convs:
             check("conversation_emotions.conversation_id", c)
             t.conversations.setdefault(c, Conversation(c, ""))
         for b in bookings:
             check("booking_projection.booking_id", b, 255)
             t.bookings.setdefault(b, Booking(b, ""))
+        # The users of the batch's bookings as stored, too (a booking named under
+        # another user in an event).
+        owners = {t.bookings[b].user_id for b in bookings} - {""}
+        users = sorted(set(users) | owners)
+        for u in users:
+            check("user_projection.user_id", u, 255)
+            t.users.setdefault(u, UserState(u))
+        # LOAD_USER_BOOKINGS: every booking of the booking users.
+        booking_users = keys.booking_user_ids | owners
+        loaded = {k: t.bookings[k] for k in bookings if t.bookings[k].user_id != ""}
+        for row in t.bookings.values():
+            if row.user_id in booking_users:
+                loaded.setdefault(row.booking_id, row)
         ws = WorkingSet.of(
             users=[t.users[u] for u in users],
-            bookings=[t.bookings[b] for b in bookings if t.bookings[b].user_id != ""],
+            bookings=loaded.values(),
             conversations=[t.conversations[c] for c in convs if t.conversations[c].user_id != ""],
         )
         wanted = {b.followup_id for b in ws.bookings.values() if b.followup_id}
@@ -209,13 +235,16 @@ class MemoryUnitOfWork:
             for u in ws.users.values()
             if u.reengagement_cycle is not None
         }
-        # LOCK_FOLLOWUPS: the users' pending follow-ups, and the wanted ids whatever
-        # their status, ordered by id.
-        user_set = set(users)
+        # LOCK_FOLLOWUPS: the users' pending follow-ups, every post-event row of the
+        # booking users, every check-in of the conversations, and the wanted ids
+        # whatever their status, ordered by id.
+        user_set, conv_set = set(users), set(convs)
         ids = {
             row.id
             for row in t.followups.values()
-            if row.user_id in user_set and row.status == Status.PENDING.value
+            if (row.user_id in user_set and row.status == Status.PENDING.value)
+            or (row.user_id in booking_users and row.trigger_type == TriggerType.POST_EVENT)
+            or (row.conversation_id in conv_set and row.trigger_type == TriggerType.EMOTION_BASED)
         }
         ids |= {i for i in wanted if i in t.followups}
         ws.add_loaded(t.followups[i].followup(now) for i in sorted(ids))
@@ -244,6 +273,12 @@ class MemoryUnitOfWork:
                     confirmed_at=_utc(b.confirmed_at),
                     cancelled_at=_utc(b.cancelled_at),
                 )
+        cutoff = self._now if self._now is not None else self._started
+        for f in ws.removed():
+            # DELETE_FOLLOWUPS, with the upsert's guard.
+            row = t.followups.get(f.id)
+            if row is not None and row.rules_may_change(cutoff):
+                del t.followups[f.id]
         if followups:
             self._store._upsert_followups(t, followups, self._started, self._now)
         for (topic, partition), offset in offsets.items():
@@ -384,9 +419,9 @@ class MemoryStore:
     def _upsert_followups(
         self, t: _Tables, followups: Sequence[Followup], started: datetime, now: datetime | None
     ) -> None:
-        """UPSERT_FOLLOWUPS: insert new ones; move or close open ones (pending or
-        expired, not under a live lease: none, or one that ran out by `now`, which
-        is released); leave every other row as it is."""
+        """UPSERT_FOLLOWUPS: insert new ones; change those the rules may change
+        (pending, expired or cancelled by a rule, not under a live lease: none, or
+        one that ran out by `now`, which is released); leave every other row as it is."""
         cutoff = now if now is not None else started
         staged: list[tuple[Followup, str]] = []
         for f in followups:
@@ -415,10 +450,7 @@ class MemoryStore:
                     created_at=started,
                     cancelled_at=_utc(f.cancelled_at),
                 )
-            elif existing.status in _OPEN_STATUSES and (
-                existing.lease_owner is None
-                or (existing.lease_until is not None and existing.lease_until <= cutoff)
-            ):
+            elif existing.rules_may_change(cutoff):
                 # user_id and trigger_type are not among the updated columns.
                 t.followups[f.id] = replace(
                     existing,
@@ -658,7 +690,9 @@ class MemoryStore:
             if row.status != Status.PENDING.value or not row.claimable(now):
                 return CancelResult.NOT_PENDING
             # The lease owner, if any, stays: only the status and cancelled_at change.
-            t.followups[id_] = replace(row, status=Status.CANCELLED.value, cancelled_at=_utc(now))
+            t.followups[id_] = replace(
+                row, status=Status.CANCELLED.value, cancelled_at=_utc(now), cancelled_by=OPERATOR
+            )
             return CancelResult.CANCELLED
 
     async def erase_user(self, user_id: str) -> dict[str, int]:

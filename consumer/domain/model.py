@@ -11,6 +11,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 
 class TriggerType(StrEnum):
@@ -56,6 +57,22 @@ def reengagement_id(user_id: str, cycle: int) -> str:
     return followup_id(TriggerType.RE_ENGAGEMENT, user_id, str(cycle))
 
 
+@lru_cache(maxsize=1 << 16)
+def post_event_id(user_id: str, first_booking_id: str) -> str:
+    """The follow-up of a user's chain of bookings, named after its first booking
+    (by event date, then booking id): the same bookings give the same id whatever
+    order they were confirmed in."""
+    return followup_id(TriggerType.POST_EVENT, user_id, first_booking_id)
+
+
+@lru_cache(maxsize=1 << 16)
+def emotion_checkin_id(user_id: str, conversation_id: str, message_id: str) -> str:
+    """The check-in of the conversation's user caused by the score of
+    `message_id` (the one whose average fell below 0.4), whichever copy of that
+    score arrived."""
+    return followup_id(TriggerType.EMOTION_BASED, user_id, conversation_id, message_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Followup:
     id: str
@@ -75,13 +92,27 @@ class Followup:
     activity_basis: datetime | None = None
     custom_message: str | None = None
     cancelled_at: datetime | None = None
-    # Claimed by a dispatcher right now: ingest must not move or cancel it.
+    # Claimed by a dispatcher right now (a live lease): ingest must not move,
+    # cancel or remove it.
     in_flight: bool = False
+    # Cancelled by an operator, not by a rule: a fact the rules never undo.
+    operator_cancelled: bool = False
 
     @property
     def is_open(self) -> bool:
         """Still changeable by new events: pending and not being sent."""
         return self.status is Status.PENDING and not self.in_flight
+
+    @property
+    def is_fixed(self) -> bool:
+        """A fact of the real world, outside what the events decide: sent
+        (executed), given up (failed), being sent (in flight), or cancelled by an
+        operator. The rules never change or remove such a row."""
+        return (
+            self.in_flight
+            or self.status in (Status.EXECUTED, Status.FAILED)
+            or (self.status is Status.CANCELLED and self.operator_cancelled)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,9 +158,26 @@ class Score:
 class Conversation:
     conversation_id: str
     user_id: str
-    # Newest first, at most EMOTION_HISTORY_LIMIT of them.
+    # The score history, newest first by (scored_at, message_id), one per message,
+    # at most Policy.score_history_cap of them. Templates read the newest
+    # EMOTION_HISTORY_LIMIT (`window`); check-ins are computed from all of it.
     scores: tuple[Score, ...] = ()
+    # The latest check-in of the conversation, if any.
     checkin_id: str | None = None
+
+    def window(self, limit: int) -> tuple[Score, ...]:
+        """The newest `limit` scores: what the average and the template use."""
+        return self.scores[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """A follow-up the events no longer call for, never sent: the row goes.
+
+    Only rows that are not `is_fixed` are removed, so that the rows left are the
+    same whatever order the events came in."""
+
+    followup: Followup
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +188,4 @@ class Refused:
     trigger_type: TriggerType
 
 
-Change = Followup | UserState | Booking | Conversation | Refused
+Change = Followup | Removed | UserState | Booking | Conversation | Refused

@@ -23,6 +23,9 @@ class Policy:
     send_hour: int = 9
     default_timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     history_limit: int = 5
+    # Scores kept per conversation for the check-in timeline (newest first).
+    # Up to this many, check-ins do not depend on the order scores arrive in.
+    score_history_cap: int = 500
     max_pending_per_user: int = 10
     max_lateness: timedelta = timedelta(hours=48)
 

@@ -2,8 +2,18 @@
 
 Nothing here reads a clock, a database or Kafka. `decide` returns the new
 versions of whatever an event changes; the caller applies them to its working
-set and persists them. All rules are idempotent and keyed on natural ids, so a
-redelivered or replayed event changes nothing.
+set and persists them.
+
+Order does not matter: the projections merge events with order-independent
+operations (the latest confirmation, the earliest cancellation, the newest
+activity, a score history deduplicated by message), and the follow-ups of
+bookings and of emotions are recomputed from those projections as a whole
+(`_reconcile_post_event`, `_reconcile_checkins`), so the same set of events
+gives the same rows whatever order and batches they came in. Only facts of the
+real world stay as they are: a follow-up sent, failed, being sent or cancelled
+by an operator (`Followup.is_fixed`), and `now` (pending or expired). The
+per-user limit is the one rule that still depends on arrival order (README,
+"Order does not matter").
 """
 
 from __future__ import annotations
@@ -12,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
+from functools import lru_cache
 from typing import Literal, Protocol, assert_never
 from zoneinfo import ZoneInfo
 
@@ -28,18 +39,22 @@ from consumer.domain.model import (
     Conversation,
     Followup,
     Refused,
+    Removed,
     Score,
     Status,
     TriggerType,
     UserState,
     default_conversation_id,
-    followup_id,
+    emotion_checkin_id,
+    post_event_id,
     reengagement_id,
 )
 from consumer.domain.policy import Policy
 
 LOW_EMOTION = 0.4
 HIGH_EMOTION = 0.7
+# Bookings whose event dates are at most this far apart share a follow-up; so do
+# chains of them, each within this of the next (single linkage).
 JOIN_WINDOW = timedelta(days=1)
 
 EmotionBand = Literal["high", "neutral", "low"]
@@ -53,9 +68,37 @@ class State(Protocol):
     def conversation(self, conversation_id: str) -> Conversation | None: ...
     def followup(self, id_: str) -> Followup | None: ...
     def pending_followups(self, user_id: str) -> Iterable[Followup]: ...
+    def bookings_of(self, user_id: str) -> Iterable[Booking]: ...
+    def post_event_followups(self, user_id: str) -> Iterable[Followup]: ...
+    def checkins(self, conversation_id: str) -> Iterable[Followup]: ...
 
 
 # --- pure helpers ---------------------------------------------------------------
+
+
+@lru_cache(maxsize=1 << 14)
+def _decimal(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+# Scores as whole numbers of 1e-20 (exact for any score written with at most 20
+# decimals): window sums in integers give the same averages as `average`.
+_SCALE = 20
+
+
+@lru_cache(maxsize=1 << 14)
+def _scaled(value: float) -> int | None:
+    exponent = _decimal(value).as_tuple().exponent
+    if not isinstance(exponent, int) or exponent < -_SCALE:
+        return None
+    return int(_decimal(value).scaleb(_SCALE))
+
+
+@lru_cache(maxsize=1 << 16)
+def _is_low(total: int, count: int) -> bool:
+    """`average(window) < LOW_EMOTION` for a window of `count` scaled scores summing
+    to `total` (exactly the same Decimal arithmetic: both sums are exact)."""
+    return float(Decimal(total).scaleb(-_SCALE) / count) < LOW_EMOTION
 
 
 def average(scores: Sequence[Score]) -> float | None:
@@ -65,7 +108,7 @@ def average(scores: Sequence[Score]) -> float | None:
     """
     if not scores:
         return None
-    return float(sum((Decimal(repr(s.value)) for s in scores), Decimal(0)) / len(scores))
+    return float(sum((_decimal(s.value) for s in scores), Decimal(0)) / len(scores))
 
 
 def emotion_band(scores: Sequence[Score]) -> EmotionBand:
@@ -99,9 +142,50 @@ def user_timezone(user: UserState | None, policy: Policy) -> ZoneInfo:
     return policy.default_timezone
 
 
-def _distance(f: Followup, date: datetime) -> timedelta:
-    assert f.event_date is not None
-    return abs(f.event_date - date)
+def _score_order(s: Score) -> tuple[datetime, str]:
+    return (s.scored_at, s.message_id)
+
+
+def merge_score(scores: tuple[Score, ...], new: Score, cap: int) -> tuple[Score, ...]:
+    """The history (newest first) with one more score: one per message (the
+    greatest by (scored_at, value) when a message is scored twice), the newest
+    `cap` by (scored_at, message_id). Associative and commutative: the history
+    of a set of scores does not depend on the order they were merged in."""
+    kept = [s for s in scores if s.message_id != new.message_id]
+    if len(kept) < len(scores):
+        old = next(s for s in scores if s.message_id == new.message_id)
+        if (old.scored_at, old.value) >= (new.scored_at, new.value):
+            return scores
+    kept.append(new)
+    kept.sort(key=_score_order, reverse=True)
+    return tuple(kept[:cap])
+
+
+def chains(bookings: Iterable[Booking]) -> list[list[Booking]]:
+    """Confirmed bookings in (event_date, booking_id) order, cut wherever two
+    neighbours are more than JOIN_WINDOW apart: each part shares one follow-up.
+
+    Single linkage is what "joins a follow-up within ±1 day" becomes when the
+    result may not depend on which booking came first: a run of bookings each
+    within a day of the next is one follow-up, however long the run.
+    """
+    dated = sorted(
+        (b for b in bookings if b.confirmed_at is not None and b.event_date is not None),
+        key=lambda b: (b.event_date, b.booking_id),
+    )
+    out: list[list[Booking]] = []
+    for b in dated:
+        assert b.event_date is not None
+        last = out[-1][-1].event_date if out else None
+        if last is not None and b.event_date - last <= JOIN_WINDOW:
+            out[-1].append(b)
+        else:
+            out.append([b])
+    return out
+
+
+def _cancel_order(at: datetime, reason: str | None) -> tuple[datetime, bool, str]:
+    return (at, reason is not None, reason or "")
 
 
 # --- decide -----------------------------------------------------------------------
@@ -112,15 +196,16 @@ def decide(state: State, event: InputEvent, policy: Policy, now: datetime) -> li
     d = _Decision(state, policy, now)
     match event:
         case BookingConfirmed():
-            return d.booking_confirmed(event)
+            d.booking_confirmed(event)
         case BookingCancelled():
-            return d.booking_cancelled(event)
+            d.booking_cancelled(event)
         case EmotionScored():
-            return d.emotion_scored(event)
+            d.emotion_scored(event)
         case UserActivity():
-            return d.user_activity(event)
+            d.user_activity(event)
         case _:
             assert_never(event)
+    return d.finish()
 
 
 class _Decision:
@@ -132,44 +217,113 @@ class _Decision:
         self.now = now
         self.changes: list[Change] = []
         self._followups: dict[str, Followup] = {}
+        self._removed: set[str] = set()
+        self._bookings: dict[str, Booking] = {}
+        self._users: dict[str, UserState] = {}
 
-    # reads that see this decision's own changes first
+    # --- reads that see this decision's own changes first ----------------------------
+
     def _followup(self, id_: str | None) -> Followup | None:
-        if id_ is None:
+        if id_ is None or id_ in self._removed:
             return None
         return self._followups.get(id_) or self.state.followup(id_)
 
-    def _pending(self, user_id: str) -> list[Followup]:
-        seen = {f.id: f for f in self.state.pending_followups(user_id)}
-        seen.update({k: f for k, f in self._followups.items() if f.user_id == user_id})
-        return [f for f in seen.values() if f.status is Status.PENDING]
+    def _overlaid(self, loaded: Iterable[Followup], mine: Iterable[str]) -> list[Followup]:
+        """Loaded rows as this decision left them, plus this decision's rows `mine`;
+        the caller filters (a row may have changed user or status here)."""
+        if not self._followups and not self._removed:
+            return list(loaded)  # nothing of ours yet: the common case
+        seen = {f.id: self._followups.get(f.id, f) for f in loaded}
+        seen.update({k: self._followups[k] for k in mine})
+        return [f for k, f in seen.items() if k not in self._removed]
 
-    def _put(self, change: Change) -> None:
+    def _pending(self, user_id: str) -> list[Followup]:
+        rows = self._overlaid(self.state.pending_followups(user_id), self._followups)
+        return [f for f in rows if f.status is Status.PENDING and f.user_id == user_id]
+
+    def _post_event_rows(self, user_id: str) -> list[Followup]:
+        rows = self._overlaid(self.state.post_event_followups(user_id), self._followups)
+        return [
+            f for f in rows if f.user_id == user_id and f.trigger_type is TriggerType.POST_EVENT
+        ]
+
+    def _checkin_rows(self, conversation_id: str) -> list[Followup]:
+        rows = self._overlaid(self.state.checkins(conversation_id), self._followups)
+        return [
+            f
+            for f in rows
+            if f.conversation_id == conversation_id and f.trigger_type is TriggerType.EMOTION_BASED
+        ]
+
+    def _booking(self, booking_id: str) -> Booking | None:
+        return self._bookings.get(booking_id) or self.state.booking(booking_id)
+
+    def _bookings_of(self, user_id: str) -> list[Booking]:
+        seen = {b.booking_id: b for b in self.state.bookings_of(user_id)}
+        seen.update(self._bookings)
+        return [b for b in seen.values() if b.user_id == user_id]
+
+    def _user(self, user_id: str) -> UserState:
+        return self._users.get(user_id) or self.state.user(user_id) or UserState(user_id)
+
+    # --- writes ------------------------------------------------------------------------
+
+    def _put(self, change: Followup | Booking | Conversation) -> None:
         if isinstance(change, Followup):
             self._followups[change.id] = change
+            self._removed.discard(change.id)
+        elif isinstance(change, Booking):
+            self._bookings[change.booking_id] = change
         self.changes.append(change)
 
-    def _room_for_one_more(self, user: UserState, trigger: TriggerType) -> tuple[bool, UserState]:
-        if len(self._pending(user.user_id)) < self.policy.max_pending_per_user:
-            return True, user
-        self._put(Refused(user.user_id, trigger))
-        return False, replace(user, refused_followups=user.refused_followups + 1)
+    def _remove(self, f: Followup) -> None:
+        assert not f.is_fixed
+        self._followups.pop(f.id, None)
+        self._removed.add(f.id)
+        self.changes.append(Removed(f))
+
+    def _set_user(self, user: UserState) -> None:
+        self._users[user.user_id] = user
+
+    def finish(self) -> list[Change]:
+        """The changes, with each user's final state once (if it changed)."""
+        for user_id, user in self._users.items():
+            if user != self.state.user(user_id):
+                self.changes.append(user)
+        return self.changes
+
+    def _room_for_one_more(self, user_id: str, trigger: TriggerType, *, count: bool = True) -> bool:
+        """Whether the user may have one more pending follow-up; when not, the
+        refusal is counted (unless `count` is False: a retry that was counted when
+        it was first refused)."""
+        if len(self._pending(user_id)) < self.policy.max_pending_per_user:
+            return True
+        if count:
+            self.changes.append(Refused(user_id, trigger))
+            user = self._user(user_id)
+            self._set_user(replace(user, refused_followups=user.refused_followups + 1))
+        return False
 
     # --- the four topics ------------------------------------------------------------
 
-    def booking_confirmed(self, e: BookingConfirmed) -> list[Change]:
-        user = self.state.user(e.user_id) or UserState(e.user_id)
-        booking = self.state.booking(e.booking_id) or Booking(e.booking_id, e.user_id)
-        newer = booking.confirmed_at is None or (e.occurred_at, e.event_id) > (
+    def booking_confirmed(self, e: BookingConfirmed) -> None:
+        user = self._user(e.user_id)
+        tz_changed = False
+        # The user's zone: from the confirmation with the greatest (occurred_at,
+        # timezone) among all of theirs, superseded ones included.
+        if e.timezone and (
+            user.timezone_at is None
+            or (e.occurred_at, e.timezone) > (user.timezone_at, user.timezone or "")
+        ):
+            tz_changed = e.timezone != user.timezone
+            self._set_user(replace(user, timezone=e.timezone, timezone_at=e.occurred_at))
+        old = self.state.booking(e.booking_id)
+        booking = old or Booking(e.booking_id, e.user_id)
+        # The latest confirmation wins, by (occurred_at, event_id).
+        if booking.confirmed_at is None or (e.occurred_at, e.event_id) > (
             booking.confirmed_at,
             booking.confirm_event_id or "",
-        )
-        tz_changed = False
-        if newer:
-            if e.timezone and (user.timezone_at is None or e.occurred_at >= user.timezone_at):
-                tz_changed = e.timezone != user.timezone
-                user = replace(user, timezone=e.timezone, timezone_at=e.occurred_at)
-            previous_date = booking.event_date
+        ):
             booking = replace(
                 booking,
                 user_id=e.user_id,
@@ -179,198 +333,318 @@ class _Decision:
                 confirmed_at=e.occurred_at,
                 confirm_event_id=e.event_id,
             )
-            if booking.cancelled_at is None:
-                booking, user = self._place_post_event(booking, user, previous_date, e.event_id)
+        if booking != old:
             self._put(booking)
-        self._touch(user, e.occurred_at, tz_changed=tz_changed)
-        return self.changes
+            # The new owner first: it takes the booking over before the previous
+            # owner's follow-up of it goes (see `_reconcile_post_event`).
+            self._reconcile_post_event(booking.user_id, {e.booking_id})
+            if old is not None and old.confirmed_at is not None and old.user_id != booking.user_id:
+                self._reconcile_post_event(old.user_id, {e.booking_id})
+        self._touch(e.user_id, e.occurred_at, tz_changed=tz_changed)
 
-    def booking_cancelled(self, e: BookingCancelled) -> list[Change]:
-        booking = self.state.booking(e.booking_id) or Booking(e.booking_id, e.user_id)
-        if booking.cancelled_at is not None:
-            return self.changes
-        # Sticky: a cancellation that arrives before its confirmation still wins.
-        self._put(replace(booking, cancelled_at=e.occurred_at, cancel_reason=e.reason))
-        current = self._followup(booking.followup_id)
-        if current is not None and current.is_open:
-            active = tuple(b for b in current.active_booking_ids if b != e.booking_id)
-            self._put(self._regroup(current, active, dict(current.booking_dates), e.occurred_at))
-        return self.changes
-
-    def emotion_scored(self, e: EmotionScored) -> list[Change]:
-        user = self.state.user(e.user_id) or UserState(e.user_id)
-        conv = self.state.conversation(e.conversation_id) or Conversation(
-            e.conversation_id, e.user_id
+    def booking_cancelled(self, e: BookingCancelled) -> None:
+        old = self.state.booking(e.booking_id)
+        booking = old or Booking(e.booking_id, e.user_id)
+        # Sticky, and the earliest cancellation wins (then the reason, for ties).
+        # Not confirmed yet, it belongs to the user of that cancellation (the
+        # smallest user id, for a tie).
+        ours = _cancel_order(e.occurred_at, e.reason)
+        theirs = (
+            None
+            if booking.cancelled_at is None
+            else _cancel_order(booking.cancelled_at, booking.cancel_reason)
         )
-        if all(s.message_id != e.message_id for s in conv.scores):
-            user = self._score(conv, user, e)
-        self._touch(user, e.occurred_at)
-        return self.changes
+        if theirs is None or ours < theirs:
+            booking = replace(booking, cancelled_at=e.occurred_at, cancel_reason=e.reason)
+            if booking.confirmed_at is None:
+                booking = replace(booking, user_id=e.user_id)
+        elif ours == theirs and booking.confirmed_at is None and e.user_id < booking.user_id:
+            booking = replace(booking, user_id=e.user_id)
+        if booking != old:
+            self._put(booking)
+            if booking.confirmed_at is not None:
+                self._reconcile_post_event(booking.user_id, {e.booking_id})
 
-    def user_activity(self, e: UserActivity) -> list[Change]:
-        user = self.state.user(e.user_id) or UserState(e.user_id)
-        self._touch(user, e.occurred_at)
-        return self.changes
+    def emotion_scored(self, e: EmotionScored) -> None:
+        conv = self.state.conversation(e.conversation_id)
+        base = conv or Conversation(e.conversation_id, e.user_id)
+        scores = merge_score(
+            base.scores,
+            Score(e.message_id, e.occurred_at, e.score),
+            self.policy.score_history_cap,
+        )
+        # A conversation scored under several user ids (a producer's mistake)
+        # belongs to the smallest: any choice that does not depend on order would do.
+        owner = min(base.user_id, e.user_id) if base.user_id else e.user_id
+        if conv is None or scores != base.scores or owner != base.user_id:
+            updated = Conversation(e.conversation_id, owner, scores, base.checkin_id)
+            self._put(self._reconcile_checkins(updated, e.message_id))
+        self._touch(e.user_id, e.occurred_at)
+
+    def user_activity(self, e: UserActivity) -> None:
+        self._touch(e.user_id, e.occurred_at)
 
     # --- post-event ---------------------------------------------------------------
 
-    def _place_post_event(
-        self, booking: Booking, user: UserState, previous_date: datetime | None, event_id: str
-    ) -> tuple[Booking, UserState]:
-        assert booking.event_date is not None
-        date = booking.event_date
-        b = booking.booking_id
-        current = self._followup(booking.followup_id)
-        if current is not None and not current.is_open and previous_date == date:
-            return booking, user  # nothing moved; it already fired or was closed
-        if current is not None and current.is_open:
-            dates = {**dict(current.booking_dates), b: date}
-            others = [d for k, d in dates.items() if k != b and k in current.active_booking_ids]
-            if all(abs(d - date) <= JOIN_WINDOW for d in others):
-                # Alone on it, or still within a day of the others: it moves along.
-                moved = self._regroup(current, current.active_booking_ids, dates, self.now)
-                if booking.conversation_id and current.active_booking_ids == (b,):
-                    moved = replace(moved, conversation_id=booking.conversation_id)
-                self._put(moved)
-                return booking, user
-            self._detach(current, b, booking.confirmed_at or self.now)
-        joinable = [
-            f
-            for f in self._pending(booking.user_id)
-            if f.is_open
-            and f.trigger_type is TriggerType.POST_EVENT
-            and f.event_date is not None
-            and abs(f.event_date - date) <= JOIN_WINDOW
-        ]
-        if joinable:
-            target = min(joinable, key=lambda f: (_distance(f, date), f.id))
-            self._put(
-                replace(
-                    self._regroup(
-                        target,
-                        (*target.active_booking_ids, b),
-                        {**dict(target.booking_dates), b: date},
-                        self.now,
-                    ),
-                    booking_ids=(*target.booking_ids, b),
-                )
+    def _reconcile_post_event(self, user_id: str, changed: set[str]) -> None:
+        """Make the user's post-event follow-ups what their bookings call for.
+
+        One follow-up per chain of confirmed bookings (see `chains`), cancelled
+        ones included so that a cancellation never splits a chain; named after the
+        chain's first booking; due FOLLOWUP_DELAY after the latest event among its
+        uncancelled bookings; `cancelled` when all of them are, at the latest
+        cancellation. A chain with a booking whose follow-up was already sent (or
+        is being sent, failed, was cancelled by an operator) is covered by that
+        follow-up. Rows no chain calls for, never sent, are removed.
+        """
+        bookings = self._bookings_of(user_id)
+        rows = {f.id: f for f in self._post_event_rows(user_id)}
+        fixed = {k for k, f in rows.items() if f.is_fixed}
+        covered_by = self._covered_by(bookings, rows, fixed)
+        links: dict[str, str | None] = {}
+        wanted = self._wanted(user_id, bookings, covered_by, fixed, links)
+        wanted_ids = {f.id for f, _ in wanted}
+        for k, f in rows.items():
+            if k not in fixed and k not in wanted_ids:
+                self._remove(f)
+        new: list[tuple[Followup, list[Booking]]] = []
+        for f, chain in wanted:
+            existing = rows.get(f.id)
+            if existing is None:
+                new.append((f, chain))
+                continue
+            if f != existing:
+                self._put(f)
+            for b in chain:
+                links[b.booking_id] = f.id
+        self._admit_new(user_id, new, changed, links)
+        for b in bookings:
+            link = links.get(b.booking_id) if b.confirmed_at is not None else None
+            if link != b.followup_id:
+                self._put(replace(b, followup_id=link))
+
+    def _wanted(
+        self,
+        user_id: str,
+        bookings: list[Booking],
+        covered_by: dict[str, str],
+        fixed: set[str],
+        links: dict[str, str | None],
+    ) -> list[tuple[Followup, list[Booking]]]:
+        """The rows the user's chains call for; the bookings of covered chains
+        linked to the follow-up that covers them."""
+        wanted: list[tuple[Followup, list[Booking]]] = []
+        for chain in chains(bookings):
+            sent = [covered_by[b.booking_id] for b in chain if b.booking_id in covered_by]
+            if sent:
+                for b in chain:
+                    links[b.booking_id] = covered_by.get(b.booking_id, sent[0])
+                continue
+            f = self._chain_followup(user_id, chain)
+            if f.id in fixed:
+                for b in chain:
+                    links[b.booking_id] = f.id
+                continue
+            wanted.append((f, chain))
+        return wanted
+
+    def _covered_by(
+        self, bookings: list[Booking], rows: dict[str, Followup], fixed: set[str]
+    ) -> dict[str, str]:
+        """Booking -> the follow-up, sent or otherwise out of the rules' hands,
+        that covers it."""
+        covered_by: dict[str, str] = {}
+        for k in sorted(fixed):
+            for booking_id in rows[k].booking_ids:
+                covered_by.setdefault(booking_id, k)
+        for b in bookings:
+            ref = b.followup_id
+            if (
+                ref is not None
+                and b.booking_id not in covered_by
+                and ref not in self._removed
+                and self._followup(ref) is None
+            ):
+                # Its follow-up is gone while it still points at it: deleted by
+                # retention, which only deletes executed ones. It was sent.
+                covered_by[b.booking_id] = ref
+        return covered_by
+
+    def _admit_new(
+        self,
+        user_id: str,
+        new: list[tuple[Followup, list[Booking]]],
+        changed: set[str],
+        links: dict[str, str | None],
+    ) -> None:
+        """Write the chains' new rows, within the per-user limit (order-sensitive
+        by nature): those of chains this event changed first, then by time."""
+
+        def affected(chain: list[Booking]) -> bool:
+            return any(b.booking_id in changed for b in chain)
+
+        new.sort(key=lambda item: (not affected(item[1]), item[0].scheduled_at, item[0].id))
+        for f, chain in new:
+            hit = affected(chain)
+            if not hit and all(b.followup_id is None for b in chain):
+                # Refused by the limit before, and nothing about it changed since:
+                # it stays refused (a retry here would depend on arrival order).
+                ok = False
+            elif f.status is Status.PENDING:
+                ok = self._room_for_one_more(user_id, TriggerType.POST_EVENT, count=hit)
+            else:
+                ok = True  # expired or cancelled: not one more pending follow-up
+            if ok:
+                self._put(f)
+            for b in chain:
+                links[b.booking_id] = f.id if ok else None
+
+    def _chain_followup(self, user_id: str, chain: list[Booking]) -> Followup:
+        if len(chain) == 1:  # most of them: the same, quicker
+            b = chain[0]
+            assert b.event_date is not None
+            at = b.event_date + self.policy.followup_delay
+            live = b.cancelled_at is None
+            return Followup(
+                id=post_event_id(user_id, b.booking_id),
+                user_id=user_id,
+                conversation_id=b.conversation_id or default_conversation_id(b.booking_id),
+                trigger_type=TriggerType.POST_EVENT,
+                scheduled_at=at,
+                status=status_for(at, self.policy, self.now) if live else Status.CANCELLED,
+                booking_ids=(b.booking_id,),
+                active_booking_ids=(b.booking_id,) if live else (),
+                booking_dates=((b.booking_id, b.event_date),),
+                event_date=b.event_date,
+                cancelled_at=b.cancelled_at,
             )
-            return replace(booking, followup_id=target.id), user
-        ok, user = self._room_for_one_more(user, TriggerType.POST_EVENT)
-        if not ok:
-            return replace(booking, followup_id=None), user
-        at = date + self.policy.followup_delay
-        created = Followup(
-            id=followup_id(TriggerType.POST_EVENT, event_id),
-            user_id=booking.user_id,
-            conversation_id=booking.conversation_id or default_conversation_id(b),
+        active = [b for b in chain if b.cancelled_at is None]
+        lead = (active or chain)[0]
+        dates = [b.event_date for b in (active or chain) if b.event_date is not None]
+        event_date = max(dates)
+        at = event_date + self.policy.followup_delay
+        cancelled = [b.cancelled_at for b in chain if b.cancelled_at is not None]
+        return Followup(
+            id=post_event_id(user_id, chain[0].booking_id),
+            user_id=user_id,
+            conversation_id=lead.conversation_id or default_conversation_id(lead.booking_id),
             trigger_type=TriggerType.POST_EVENT,
             scheduled_at=at,
-            status=status_for(at, self.policy, self.now),
-            booking_ids=(b,),
-            active_booking_ids=(b,),
-            booking_dates=((b, date),),
-            event_date=date,
-        )
-        self._put(created)
-        return replace(booking, followup_id=created.id), user
-
-    def _regroup(
-        self,
-        f: Followup,
-        active: tuple[str, ...],
-        dates: dict[str, datetime],
-        closed_at: datetime,
-    ) -> Followup:
-        """A post-event follow-up after its set of bookings changed.
-
-        Due a delay after the latest active booking's event, so the same bookings
-        give the same time whatever order they arrived in; none left: cancelled.
-        """
-        kept = tuple(sorted((k, d) for k, d in dates.items() if k in f.booking_ids or k in active))
-        if not active:
-            return replace(
-                f,
-                active_booking_ids=(),
-                booking_dates=kept,
-                status=Status.CANCELLED,
-                cancelled_at=closed_at,
-            )
-        known = dict(kept)
-        event_date = max(known.get(k) or f.event_date or self.now for k in active)
-        at = event_date + self.policy.followup_delay
-        return replace(
-            f,
-            active_booking_ids=active,
-            booking_dates=kept,
+            status=status_for(at, self.policy, self.now) if active else Status.CANCELLED,
+            booking_ids=tuple(b.booking_id for b in chain),
+            active_booking_ids=tuple(b.booking_id for b in active),
+            booking_dates=tuple(
+                sorted((b.booking_id, b.event_date) for b in chain if b.event_date is not None)
+            ),
             event_date=event_date,
-            scheduled_at=at,
-            status=status_for(at, self.policy, self.now),
+            cancelled_at=None if active else max(cancelled),
         )
-
-    def _detach(self, shared: Followup, booking_id: str, at: datetime) -> None:
-        """Take a booking off a shared follow-up; with none left it is cancelled."""
-        rest = replace(shared, booking_ids=tuple(b for b in shared.booking_ids if b != booking_id))
-        active = tuple(b for b in shared.active_booking_ids if b != booking_id)
-        dates = {k: d for k, d in shared.booking_dates if k != booking_id}
-        self._put(self._regroup(rest, active, dates, at))
 
     # --- emotion ------------------------------------------------------------------
 
-    def _score(self, conv: Conversation, user: UserState, e: EmotionScored) -> UserState:
-        merged = sorted(
-            (*conv.scores, Score(e.message_id, e.occurred_at, e.score)),
-            key=lambda s: (s.scored_at, s.message_id),
-            reverse=True,
-        )[: self.policy.history_limit]
-        scores = tuple(merged)
-        if scores == conv.scores:
-            return user  # an old score that falls outside the window
-        before, after = average(conv.scores), average(scores)
-        was_low = before is not None and before < LOW_EMOTION
-        is_low = after is not None and after < LOW_EMOTION
-        conv = replace(conv, scores=scores)
-        checkin = self._followup(conv.checkin_id)
-        if is_low and not was_low and not (checkin is not None and checkin.is_open):
-            ok, user = self._room_for_one_more(user, TriggerType.EMOTION_BASED)
-            if ok:
-                at = e.occurred_at + self.policy.checkin_delay
-                created = Followup(
-                    id=followup_id(TriggerType.EMOTION_BASED, e.event_id),
-                    user_id=e.user_id,
-                    conversation_id=e.conversation_id,
+    def checkin_timeline(self, conv: Conversation) -> list[Followup]:
+        """The check-ins the conversation's scores call for, walking them in
+        (scored_at, message_id) order with the rolling window: a check-in when the
+        average falls below 0.4 (none while one is open, i.e. before its time),
+        cancelled when it recovers to 0.4 or more before that time."""
+        ordered = list(reversed(conv.scores))
+        limit = self.policy.history_limit
+        scaled = [_scaled(s.value) for s in ordered]
+        exact = None not in scaled
+        found: list[tuple[Score, datetime | None]] = []  # (the fall, cancelled at)
+        open_ = False  # the last one found: not cancelled and not yet due
+        was_low = False
+        total = 0
+        delay = self.policy.checkin_delay
+        for i, s in enumerate(ordered):
+            if exact:
+                total += scaled[i] or 0
+                if i >= limit:
+                    total -= scaled[i - limit] or 0
+                is_low = _is_low(total, min(i + 1, limit))
+            else:  # a score with more than 20 decimals: the slow way
+                avg = average(ordered[max(0, i + 1 - limit) : i + 1])
+                is_low = avg is not None and avg < LOW_EMOTION
+            if open_ and s.scored_at >= found[-1][0].scored_at + delay:
+                open_ = False  # its time came: sent (or expired), no longer cancellable
+            if is_low and not was_low and not open_:
+                found.append((s, None))
+                open_ = True
+            elif was_low and not is_low and open_:
+                found[-1] = (found[-1][0], s.scored_at)
+                open_ = False
+            was_low = is_low
+        out = []
+        for fall, cancelled_at in found:
+            at = fall.scored_at + delay
+            out.append(
+                Followup(
+                    id=emotion_checkin_id(conv.user_id, conv.conversation_id, fall.message_id),
+                    user_id=conv.user_id,
+                    conversation_id=conv.conversation_id,
                     trigger_type=TriggerType.EMOTION_BASED,
                     scheduled_at=at,
-                    status=status_for(at, self.policy, self.now),
+                    status=Status.CANCELLED
+                    if cancelled_at is not None
+                    else status_for(at, self.policy, self.now),
+                    cancelled_at=cancelled_at,
                 )
-                self._put(created)
-                conv = replace(conv, checkin_id=created.id)
-        elif (
-            was_low
-            and not is_low
-            and checkin is not None
-            and checkin.is_open
-            and e.occurred_at < checkin.scheduled_at
-        ):
-            self._put(replace(checkin, status=Status.CANCELLED, cancelled_at=e.occurred_at))
-        self._put(conv)
-        return user
+            )
+        return out
+
+    def _reconcile_checkins(self, conv: Conversation, new_message: str) -> Conversation:
+        """Make the conversation's check-ins what its score history calls for;
+        check-ins already sent (or being sent...) stay, and one due at the same
+        time as such a row is that row. Rows no longer called for are removed."""
+        rows = {f.id: f for f in self._checkin_rows(conv.conversation_id)}
+        fixed_at = {f.scheduled_at: f.id for f in rows.values() if f.is_fixed}
+        plan: list[tuple[Followup, str | None]] = []  # (wanted, the fixed row it is)
+        for f in self.checkin_timeline(conv):
+            existing = rows.get(f.id)
+            if existing is not None and existing.is_fixed:
+                plan.append((f, f.id))
+            else:
+                plan.append((f, fixed_at.get(f.scheduled_at)))
+        wanted = {f.id for f, fixed in plan if fixed is None}
+        for f in rows.values():
+            if not f.is_fixed and f.id not in wanted:
+                self._remove(f)
+        latest: str | None = None
+        for f, fixed in plan:
+            if fixed is not None:
+                latest = fixed
+                continue
+            existing = rows.get(f.id)
+            if existing is None and f.status is Status.PENDING:
+                # The per-user limit; counted when this score is the drop itself.
+                caused = f.id == emotion_checkin_id(conv.user_id, conv.conversation_id, new_message)
+                if not self._room_for_one_more(
+                    conv.user_id, TriggerType.EMOTION_BASED, count=caused
+                ):
+                    continue
+            if f != existing:
+                self._put(f)
+            latest = f.id
+        if latest == conv.checkin_id:
+            return conv
+        return Conversation(conv.conversation_id, conv.user_id, conv.scores, latest)
 
     # --- activity and re-engagement ---------------------------------------------------
 
-    def _touch(self, user: UserState, at: datetime, *, tz_changed: bool = False) -> None:
+    def _touch(self, user_id: str, at: datetime, *, tz_changed: bool = False) -> None:
         """Record activity (never backwards) and keep the re-engagement in step."""
+        user = self._user(user_id)
         newer = user.last_activity_at is None or at > user.last_activity_at
         if newer:
             user = replace(user, last_activity_at=at)
+            self._set_user(user)
         if newer or tz_changed:
-            user = self._reengage(user, new_activity=newer)
-        if user != self.state.user(user.user_id):
-            self._put(user)
+            self._reengage(user_id, new_activity=newer)
 
     def _reengage(
-        self, user: UserState, *, new_activity: bool, not_before: datetime | None = None
-    ) -> UserState:
+        self, user_id: str, *, new_activity: bool, not_before: datetime | None = None
+    ) -> None:
+        user = self._user(user_id)
         last = user.last_activity_at
         assert last is not None
         due = reengagement_due(last, user_timezone(user, self.policy), self.policy)
@@ -378,74 +652,65 @@ class _Decision:
             due = not_before
         status = status_for(due, self.policy, self.now)
         cycle = user.reengagement_cycle
-        current = None if cycle is None else self._followup(reengagement_id(user.user_id, cycle))
+        current = None if cycle is None else self._followup(reengagement_id(user_id, cycle))
         if current is not None and (
             current.is_open or (current.status is Status.EXPIRED and not current.in_flight)
         ):
-            if current.status is Status.EXPIRED and status is Status.PENDING:
+            if (
+                current.status is Status.EXPIRED
+                and status is Status.PENDING
+                and not self._room_for_one_more(user_id, TriggerType.RE_ENGAGEMENT)
+            ):
                 # Reviving one that was never sent makes it pending again: that is
                 # one more pending follow-up, so the per-user limit applies.
-                ok, user = self._room_for_one_more(user, TriggerType.RE_ENGAGEMENT)
-                if not ok:
-                    return user
+                return
             # Newer activity moves it (an expired one is superseded in place).
-            self._put(
-                replace(
-                    current, scheduled_at=due, activity_basis=user.last_activity_at, status=status
-                )
-            )
-            return user
+            self._put(replace(current, scheduled_at=due, activity_basis=last, status=status))
+            return
         if current is not None and (current.in_flight or not new_activity):
-            return user  # being sent now, or nothing new since it was sent
+            return  # being sent now, or nothing new since it was sent
         if cycle is not None and current is None and not new_activity:
-            return user
+            return
         if (
             current is not None
             and current.activity_basis is not None
             and last <= current.activity_basis
         ):
-            return user  # one was already sent for this activity
-        ok, user = self._room_for_one_more(user, TriggerType.RE_ENGAGEMENT)
-        if not ok:
-            return user
+            return  # one was already sent for this activity
+        if not self._room_for_one_more(user_id, TriggerType.RE_ENGAGEMENT):
+            return
         next_cycle = 0 if cycle is None else cycle + 1
         self._put(
             Followup(
-                id=reengagement_id(user.user_id, next_cycle),
-                user_id=user.user_id,
+                id=reengagement_id(user_id, next_cycle),
+                user_id=user_id,
                 conversation_id="",
                 trigger_type=TriggerType.RE_ENGAGEMENT,
                 scheduled_at=due,
                 status=status,
-                activity_basis=user.last_activity_at,
+                activity_basis=last,
             )
         )
-        return replace(user, reengagement_cycle=next_cycle)
+        self._set_user(replace(self._user(user_id), reengagement_cycle=next_cycle))
 
     # --- an operator's follow-up ---------------------------------------------------------
 
     def custom(self, followup: Followup) -> list[Change]:
-        user = self.state.user(followup.user_id) or UserState(followup.user_id)
-        ok, user = self._room_for_one_more(user, TriggerType.CUSTOM)
-        if ok:
+        if self._room_for_one_more(followup.user_id, TriggerType.CUSTOM):
             self._put(followup)
-        elif user != self.state.user(user.user_id):
-            self._put(user)
-        return self.changes
+        return self.finish()
 
     # --- the daily sweep ------------------------------------------------------------------
 
     def sweep(self, user_id: str) -> list[Change]:
         user = self.state.user(user_id)
         if user is None or user.last_activity_at is None:
-            return self.changes
+            return self.finish()
         if user.last_activity_at > self.now - self.policy.inactive_after:
-            return self.changes  # not idle yet: ingest keeps its re-engagement in step
+            return self.finish()  # not idle yet: ingest keeps its re-engagement in step
         soonest = next_send_time(self.now, user_timezone(user, self.policy), self.policy)
-        user = self._reengage(user, new_activity=True, not_before=soonest)
-        if user != self.state.user(user_id):
-            self._put(user)
-        return self.changes
+        self._reengage(user_id, new_activity=True, not_before=soonest)
+        return self.finish()
 
 
 def next_send_time(now: datetime, tz: ZoneInfo, policy: Policy) -> datetime:

@@ -68,13 +68,14 @@ def due_record(
     }
 
 
-def firing_context(f: Followup, facts: FiringFacts, default_tz: ZoneInfo) -> FiringContext:
+def firing_context(f: Followup, facts: FiringFacts, policy: Policy) -> FiringContext:
     zone = facts.timezones.get(f.user_id)
     return FiringContext(
-        scores=facts.scores.get(f.conversation_id, ()),
+        # The conversation's history is newest first: its window is the head.
+        scores=facts.scores.get(f.conversation_id, ())[: policy.history_limit],
         has_live_booking=f.user_id in facts.users_with_live_booking,
         last_activity_at=facts.last_activity.get(f.user_id),
-        timezone=ZoneInfo(zone) if zone else default_tz,
+        timezone=ZoneInfo(zone) if zone else policy.default_timezone,
     )
 
 
@@ -189,7 +190,7 @@ class Dispatcher:
             f = c.followup
             if f.custom_message is not None:
                 f = replace(f, custom_message=self.cipher.open(f.custom_message))
-            ctx = firing_context(f, facts, self.policy.default_timezone)
+            ctx = firing_context(f, facts, self.policy)
             template = choose_template(f, ctx)
             text = render(template, f, ctx, now)
             # Stored sealed when FOLLOWUP_ENCRYPTION_KEY is set; published in clear.

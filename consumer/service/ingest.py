@@ -244,13 +244,17 @@ def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
     users: set[str] = set()
     bookings: set[str] = set()
     conversations: set[str] = set()
+    booking_users: set[str] = set()
     for d in decoded:
         match d.event:
-            case BookingCancelled(booking_id=booking_id):
-                # A cancellation is not activity: it needs no user row.
-                bookings.add(booking_id)
-            case BookingConfirmed(user_id=user_id, booking_id=booking_id):
+            case (
+                BookingCancelled(user_id=user_id, booking_id=booking_id)
+                | BookingConfirmed(user_id=user_id, booking_id=booking_id)
+            ):
+                # Not activity for a cancellation, but the user's follow-ups are
+                # recomputed from all their bookings: their row is locked.
                 users.add(user_id)
+                booking_users.add(user_id)
                 bookings.add(booking_id)
             case EmotionScored(user_id=user_id, conversation_id=conversation_id):
                 users.add(user_id)
@@ -259,4 +263,6 @@ def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
                 users.add(user_id)
             case _:
                 assert_never(d.event)
-    return BatchKeys(frozenset(users), frozenset(bookings), frozenset(conversations))
+    return BatchKeys(
+        frozenset(users), frozenset(bookings), frozenset(conversations), frozenset(booking_users)
+    )

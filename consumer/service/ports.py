@@ -100,11 +100,17 @@ class DueMessage:
 
 @dataclass(frozen=True, slots=True)
 class BatchKeys:
-    """The natural keys one batch of events touches."""
+    """The natural keys one batch of events touches.
+
+    `booking_user_ids`: users with a booking event in the batch; the store loads
+    all their bookings and post-event follow-ups (and those of the users the
+    batch's bookings belong to), which the rules recompute as a whole.
+    """
 
     user_ids: frozenset[str]
     booking_ids: frozenset[str] = frozenset()
     conversation_ids: frozenset[str] = frozenset()
+    booking_user_ids: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -144,7 +150,7 @@ class ClaimedFollowup:
 class FiringFacts:
     """Projections a batch of due follow-ups needs to choose and fill templates."""
 
-    scores: Mapping[str, tuple[Score, ...]]
+    scores: Mapping[str, tuple[Score, ...]]  # by conversation: its history, newest first
     last_activity: Mapping[str, datetime]
     timezones: Mapping[str, str]
     users_with_live_booking: frozenset[str]
@@ -202,7 +208,13 @@ class Figures:
 
 
 class UnitOfWork(Protocol):
-    """One transaction over the projections: lock, load, decide in memory, save."""
+    """One transaction over the projections: lock, load, decide in memory, save.
+
+    `lock_and_load` loads what `domain.working_set` says the rules rely on, and
+    serializes batches that touch the same users; `save` writes back what the
+    working set changed and deletes the follow-ups it removed (never one that is
+    `Followup.is_fixed`).
+    """
 
     async def lock_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]: ...
     async def lock_and_load(self, keys: BatchKeys, now: datetime) -> WorkingSet: ...

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from consumer.config import Settings
-from consumer.domain.model import followup_id, reengagement_id
+from consumer.domain.model import emotion_checkin_id, post_event_id, reengagement_id
 from consumer.entrypoints.runner import Service
 from tests.integration.helpers import (
     CODEC,
@@ -121,7 +121,7 @@ async def test_confirmed_booking_schedules_post_event_at_event_date_plus_delay(
         rows = await followups(settings, user, "post_event")
         assert len(rows) == 1
         row = rows[0]
-        assert row["id"] == followup_id("post_event", plain.event_id)
+        assert row["id"] == post_event_id(user, booking)
         assert row["status"] == "pending"
         assert row["scheduled_at"] == event_date + timedelta(hours=24)
         assert row["conversation_id"] == f"booking_{booking}"
@@ -162,7 +162,7 @@ async def test_reconfirmation_with_new_event_date_moves_the_same_followup(
 
         await feed(second)
         (moved,) = await followups(settings, user, "post_event")
-        assert moved["id"] == before["id"] == followup_id("post_event", first.event_id)
+        assert moved["id"] == before["id"] == post_event_id(user, booking)
         assert moved["status"] == "pending"
         assert moved["scheduled_at"] == second_date + timedelta(hours=24)
         assert datetime.fromisoformat(data(moved)["event_date"]) == second_date
@@ -196,7 +196,7 @@ async def test_bookings_within_a_day_share_a_followup_cancelled_only_with_all(
         rows = await followups(settings, user, "post_event")
         assert len(rows) == 2
         shared, alone = rows
-        assert shared["id"] == followup_id("post_event", c1.event_id)
+        assert shared["id"] == post_event_id(user, b1)
         assert shared["scheduled_at"] == date + timedelta(hours=20 + 24)  # the later event
         assert data(shared)["booking_ids"] == [b1, b2]
         assert data(shared)["active_booking_ids"] == [b1, b2]
@@ -258,7 +258,13 @@ async def test_cancellation_consumed_before_its_confirmation_still_wins(
         )
         assert projected["cancelled_at"] == now - timedelta(minutes=1)
         assert projected["confirmed_at"] == now - timedelta(minutes=2)
-        assert projected["followup_id"] is None
+        # The same `cancelled` follow-up as when the cancellation comes second.
+        (row,) = await query(
+            settings, "SELECT * FROM scheduled_followups WHERE id = $1", projected["followup_id"]
+        )
+        assert row["id"] == post_event_id(user, booking)
+        assert row["status"] == "cancelled"
+        assert row["cancelled_at"] == now - timedelta(minutes=1)
 
 
 async def test_shared_followup_timing_does_not_depend_on_cross_topic_order(
@@ -323,7 +329,7 @@ async def test_low_emotion_schedules_one_checkin_and_recovery_cancels_it(
         rows = await followups(settings, user, "emotion_based")
         assert len(rows) == 1
         checkin = rows[0]
-        assert checkin["id"] == followup_id("emotion_based", low[4].event_id)
+        assert checkin["id"] == emotion_checkin_id(user, conv, low[4].record["message_id"])
         assert checkin["status"] == "pending"
         assert checkin["conversation_id"] == conv
         assert checkin["scheduled_at"] == at[4] + timedelta(hours=24)
@@ -350,7 +356,7 @@ async def test_low_emotion_schedules_one_checkin_and_recovery_cancels_it(
         assert recovered["cancelled_at"] == at[7]
 
 
-async def test_emotion_history_keeps_the_newest_five_scores(settings: Settings) -> None:
+async def test_emotion_history_keeps_every_score_newest_first(settings: Settings) -> None:
     now = now_ms()
     user, conv = new_id("u"), new_id("conv")
     at = [now - timedelta(minutes=60 - i) for i in range(7)]
@@ -372,10 +378,11 @@ async def test_emotion_history_keeps_the_newest_five_scores(settings: Settings) 
         row = await one_row(
             settings, "SELECT * FROM conversation_emotions WHERE conversation_id = $1", conv
         )
+        # The whole history, one entry per message; templates read the newest five.
         history = json.loads(row["history"])
-        assert [h[0] for h in history] == ["m6", "m5", "m4", "m3", "m2"]
-        assert [datetime.fromisoformat(h[1]) for h in history] == at[6:1:-1]
-        assert [h[2] for h in history] == pytest.approx([0.77, 0.76, 0.75, 0.74, 0.73])
+        assert [h[0] for h in history] == ["m6", "m5", "m4", "m3", "m2", "m1", "m0"]
+        assert [datetime.fromisoformat(h[1]) for h in history] == at[::-1]
+        assert [h[2] for h in history] == pytest.approx([0.77, 0.76, 0.75, 0.74, 0.73, 0.72, 0.71])
         assert row["user_id"] == user
         assert await followups(settings, user, "emotion_based") == []
 

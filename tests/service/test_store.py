@@ -12,6 +12,7 @@ from consumer.domain.model import (
     Booking,
     Conversation,
     Followup,
+    Removed,
     Score,
     Status,
     TriggerType,
@@ -202,6 +203,97 @@ async def test_only_the_owner_expires_a_pending_followup(store: Store) -> None:
     assert (await status_of(store, f1), await status_of(store, f2)) == ("expired", "pending")
     assert await store.mark_expired("a", []) == 0
     assert await store.mark_executed("a", [], T0) == 0
+
+
+# --- what ingest loads, and what it may delete (issue 10: order does not matter) ---------------
+
+
+def post_event(n: int, user: str, bookings: tuple[str, ...], status: Status) -> Followup:
+    return Followup(
+        id=f"pe-{n}",
+        user_id=user,
+        conversation_id="conv-pe",
+        trigger_type=TriggerType.POST_EVENT,
+        scheduled_at=T0 + timedelta(days=n),
+        status=status,
+        booking_ids=bookings,
+        active_booking_ids=bookings if status is not Status.CANCELLED else (),
+    )
+
+
+async def test_ingest_loads_every_booking_and_post_event_row_of_its_booking_users(
+    store: Store,
+) -> None:
+    def booking(booking_id: str, user: str) -> Booking:
+        return Booking(booking_id, user, event_date=T0 + timedelta(days=9), confirmed_at=T0)
+
+    rows = [
+        post_event(1, "user-1", ("bk-1",), Status.PENDING),
+        post_event(2, "user-1", ("bk-2",), Status.CANCELLED),
+        post_event(3, "user-1", ("bk-3",), Status.EXPIRED),
+        post_event(4, "user-2", ("bk-4",), Status.PENDING),
+    ]
+    checkins = [
+        replace(custom(n, T0, user="user-1"), id=f"ci-{n}", trigger_type=TriggerType.EMOTION_BASED)
+        for n in (5, 6)
+    ]
+    async with store.transaction() as tx:
+        keys = BatchKeys(
+            frozenset({"user-1", "user-2"}),
+            frozenset({"bk-1", "bk-2", "bk-3", "bk-4"}),
+            frozenset({"conv-5", "conv-6"}),
+            booking_user_ids=frozenset({"user-1", "user-2"}),
+        )
+        ws = await tx.lock_and_load(keys, T0)
+        ws.apply(
+            [
+                *(booking(f"bk-{n}", "user-1") for n in (1, 2, 3)),
+                booking("bk-4", "user-2"),
+                *(Conversation(f"conv-{n}", "user-1") for n in (5, 6)),
+                *rows,
+                *checkins,
+            ]
+        )
+        await tx.save(ws, {})
+    # A batch with one booking event of user-1 and one score of conv-5.
+    async with store.transaction() as tx:
+        keys = BatchKeys(
+            frozenset({"user-1"}),
+            frozenset({"bk-1"}),
+            frozenset({"conv-5"}),
+            booking_user_ids=frozenset({"user-1"}),
+        )
+        ws = await tx.lock_and_load(keys, T0)
+        assert sorted(b.booking_id for b in ws.bookings_of("user-1")) == ["bk-1", "bk-2", "bk-3"]
+        assert sorted(f.id for f in ws.post_event_followups("user-1")) == ["pe-1", "pe-2", "pe-3"]
+        assert [f.id for f in ws.checkins("conv-5")] == ["ci-5"]
+        assert list(ws.bookings_of("user-2")) == []
+
+
+async def test_ingest_deletes_only_rows_the_rules_may_change(store: Store) -> None:
+    f1, f2, f3, f4, f5, f6 = (custom(n, T0, user="user-1") for n in range(1, 7))
+    await seed(store, [f1, f2, f3, f4, f5, f6], T0)
+    claimed = {c.followup.id for c in await store.claim_due("a", T0, LEASE, 10)}
+    assert claimed == {f.id for f in (f1, f2, f3, f4, f5, f6)}
+    await store.mark_executed("a", [Executed(f2.id, "t", "m")], T0)
+    await store.mark_expired("a", [f5.id])
+    await store.mark_publish_failed("a", f1.id, "oops", T0 + S)  # released, still pending
+    await store.mark_publish_failed("a", f3.id, "oops", T0 + S)
+    assert await store.cancel_followup(f3.id, T0 + 2 * S) is CancelResult.CANCELLED
+    async with store.transaction() as tx:
+        ws = await tx.lock_and_load(BatchKeys(frozenset({"user-1"})), T0 + 3 * S)
+        # f4 and f6 are still leased by "a"; f6's lease has run out by this `now`.
+        ws.apply([Removed(f) for f in (f1, f2, f3, f4, replace(f5, status=Status.EXPIRED), f6)])
+        await tx.save(ws, {})
+    async with store.transaction() as tx:
+        ws = await tx.lock_and_load(BatchKeys(frozenset({"user-1"})), T0 + LEASE + S)
+        ws.apply([Removed(f6)])
+        await tx.save(ws, {})
+    left = {f.id: (await store.get_followup(f.id)) for f in (f1, f2, f3, f4, f5, f6)}
+    # Pending (f1), expired (f5), leased past its lease (f6): gone. Executed (f2),
+    # cancelled by an operator (f3), under a live lease (f4): kept.
+    assert {k for k, v in left.items() if v is not None} == {f2.id, f3.id, f4.id}
+    assert await status_of(store, f3.id) == "cancelled"
 
 
 # --- the upsert guard -------------------------------------------------------------------------

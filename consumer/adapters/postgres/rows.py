@@ -18,6 +18,9 @@ from consumer.domain.model import (
 )
 from consumer.service.ports import FollowupView
 
+# `scheduled_followups.cancelled_by` of a row an operator cancelled (NULL: a rule did).
+OPERATOR = "operator"
+
 
 def _dt(value: Any) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
@@ -41,6 +44,8 @@ def trigger_data(f: Followup) -> dict[str, Any]:
 
 
 def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
+    """A stored follow-up as the rules see it: in flight while its lease runs at
+    `now` (one that ran out was abandoned; the upsert releases it)."""
     data = json.loads(row["trigger_data"]) if row["trigger_data"] else {}
     lease_until = row["lease_until"]
     return Followup(
@@ -60,6 +65,7 @@ def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
         custom_message=data.get("custom_message"),
         cancelled_at=row["cancelled_at"],
         in_flight=lease_until is not None and lease_until > now,
+        operator_cancelled=row.get("cancelled_by") == OPERATOR,
     )
 
 

@@ -23,6 +23,7 @@ FOLLOWUP_COLUMNS = (
     "cancelled_at",
     "lease_until",
     "retry_count",
+    "cancelled_by",
 )
 _FOLLOWUP = ", ".join(FOLLOWUP_COLUMNS)
 _FOLLOWUP_F = ", ".join(f"f.{c}" for c in FOLLOWUP_COLUMNS)
@@ -89,14 +90,30 @@ SEED = {p.table: _seed(p) for p in PROJECTIONS}
 LOCK = {p.table: _lock(p) for p in PROJECTIONS}
 
 LOCK_FOLLOWUPS = text(
-    # Written as a join through unnest: `user_id = ANY(...) OR id = ANY(...)`
+    # Written as joins through unnest: `user_id = ANY(...) OR id = ANY(...)`
     # flips to a generic plan that scans every pending row per user.
+    # The pending rows of the batch's users (the per-user limit), every post-event
+    # row of its booking users and every check-in of its conversations (the rules
+    # recompute those sets as a whole), and the rows named by id.
     f"SELECT {_FOLLOWUP} FROM scheduled_followups WHERE id IN ("
     "  SELECT p.id FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
     "  JOIN scheduled_followups AS p "
     "    ON p.user_id = u.user_id AND p.status = 'pending' "
+    "  UNION SELECT p.id FROM unnest(CAST(:booking_users AS varchar[])) AS u(user_id) "
+    "  JOIN scheduled_followups AS p "
+    "    ON p.user_id = u.user_id AND p.trigger_type = 'post_event' "
+    "  UNION SELECT p.id FROM unnest(CAST(:convs AS text[])) AS c(conversation_id) "
+    "  JOIN scheduled_followups AS p "
+    "    ON p.conversation_id = c.conversation_id AND p.trigger_type = 'emotion_based' "
     "  UNION SELECT unnest(CAST(:ids AS varchar[]))) "
     "ORDER BY id FOR UPDATE"
+)
+# Every booking of the given users. Not locked: each transaction that changes a
+# booking holds the lock on its user's row (see PostgresUnitOfWork.lock_and_load).
+LOAD_USER_BOOKINGS = text(
+    f"SELECT {', '.join(f'b.{c.strip()}' for c in BOOKINGS.columns.split(','))} "
+    "FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
+    "JOIN booking_projection AS b ON b.user_id = u.user_id"
 )
 
 LOCK_OFFSETS = text(
@@ -192,9 +209,19 @@ WRITE_BACK = {
 }
 WRITE_BACK_SQL = {name: wb.statement() for name, wb in WRITE_BACK.items()}
 
+# Rows the rules may change or remove (domain.model.Followup.is_fixed is the same
+# test): never sent, not cancelled by an operator, not under a live lease. A
+# lease that ran out (its dispatcher died, or is too slow) is released: ingest
+# loaded the row as not in flight, by the same `now`.
+_NOT_FIXED = (
+    "({t}.status IN ('pending', 'expired') "
+    "OR ({t}.status = 'cancelled' AND {t}.cancelled_by IS NULL)) "
+    "AND ({t}.lease_owner IS NULL "
+    "  OR {t}.lease_until <= COALESCE(CAST(:now AS timestamptz), now()))"
+)
 UPSERT_FOLLOWUPS = text(
-    # The WHERE guard keeps an executed (or failed, cancelled) row as it is even
-    # if a stale decision reaches it: only pending and expired rows change here.
+    # The WHERE guard keeps an executed (or failed, operator-cancelled, leased)
+    # row as it is even if a stale decision reaches it.
     "INSERT INTO scheduled_followups (id, user_id, conversation_id, trigger_type, "
     "trigger_data, scheduled_at, due_at, status, cancelled_at) "
     "SELECT id, user_id, conversation_id, trigger_type, data::jsonb, at, at, status, "
@@ -208,11 +235,12 @@ UPSERT_FOLLOWUPS = text(
     "due_at = EXCLUDED.due_at, status = EXCLUDED.status, "
     "cancelled_at = EXCLUDED.cancelled_at, lease_owner = NULL, lease_until = NULL, "
     "updated_at = now() "
-    "WHERE scheduled_followups.status IN ('pending', 'expired') "
-    # Not under a live lease. A lease that ran out (its dispatcher died, or is too
-    # slow) is released: ingest loaded the row as not in flight, by the same `now`.
-    "AND (scheduled_followups.lease_owner IS NULL "
-    "  OR scheduled_followups.lease_until <= COALESCE(CAST(:now AS timestamptz), now()))"
+    "WHERE " + _NOT_FIXED.format(t="scheduled_followups")
+)
+DELETE_FOLLOWUPS = text(
+    # Follow-ups the events no longer call for; the guard as for the upsert.
+    "DELETE FROM scheduled_followups AS f WHERE f.id = ANY(CAST(:ids AS varchar[])) "
+    "AND " + _NOT_FIXED.format(t="f")
 )
 
 # --- dispatch ------------------------------------------------------------------------------
@@ -303,7 +331,7 @@ LIST_FOLLOWUPS = text(
 GET_FOLLOWUP = text(f"SELECT {VIEW_COLUMNS} FROM scheduled_followups WHERE id = :id")
 CANCEL_FOLLOWUP = text(
     "UPDATE scheduled_followups SET status = 'cancelled', cancelled_at = :now, "
-    "updated_at = now() WHERE id = :id AND status = 'pending' "
+    "cancelled_by = 'operator', updated_at = now() WHERE id = :id AND status = 'pending' "
     "AND (lease_until IS NULL OR lease_until < :now) RETURNING id"
 )
 FOLLOWUP_EXISTS = text("SELECT 1 FROM scheduled_followups WHERE id = :id")

@@ -64,13 +64,31 @@ class PostgresUnitOfWork:
         # Rows are created first so that every key has a row to lock; locks are
         # taken in one global order (users, conversations, bookings, each sorted)
         # so concurrent instances cannot deadlock on them.
-        users = sorted(keys.user_ids)
-        user_rows = await self._lock_rows(sql.USERS, users)
+        #
+        # The user's row is the lock on their bookings and post-event follow-ups:
+        # every batch that changes a booking holds the row of the booking's user
+        # (and of its previous user, when a confirmation moves it), so the
+        # bookings loaded by user below cannot change under us.
+        users = sorted(keys.user_ids | keys.booking_user_ids)
+        user_rows = list(await self._lock_rows(sql.USERS, users))
         conv_rows = await self._lock_rows(sql.CONVERSATIONS, sorted(keys.conversation_ids))
         booking_rows = await self._lock_rows(sql.BOOKINGS, sorted(keys.booking_ids))
+        owners = {r["user_id"] for r in booking_rows if r["user_id"] != ""}
+        # Bookings whose stored user is not the one in the event (a producer's
+        # mistake): their user's row too, out of order (a deadlock is retried).
+        others = sorted(owners - set(users))
+        if others:
+            user_rows += await self._lock_rows(sql.USERS, others)
+            users = sorted([*users, *others])
+        booking_users = sorted(keys.booking_user_ids | owners)
+        bookings = {r["booking_id"]: rows.booking(r) for r in booking_rows if r["user_id"] != ""}
+        if booking_users:
+            result = await self.conn.execute(sql.LOAD_USER_BOOKINGS, {"users": booking_users})
+            for r in result.mappings():
+                bookings.setdefault(r["booking_id"], rows.booking(r))
         ws = WorkingSet.of(
             users=[rows.user(r) for r in user_rows],
-            bookings=[rows.booking(r) for r in booking_rows if r["user_id"] != ""],
+            bookings=bookings.values(),
             conversations=[rows.conversation(r) for r in conv_rows if r["user_id"] != ""],
         )
         wanted = {b.followup_id for b in ws.bookings.values() if b.followup_id}
@@ -81,7 +99,13 @@ class PostgresUnitOfWork:
             if u.reengagement_cycle is not None
         }
         result = await self.conn.execute(
-            sql.LOCK_FOLLOWUPS, {"users": users, "ids": sorted(wanted)}
+            sql.LOCK_FOLLOWUPS,
+            {
+                "users": users,
+                "booking_users": booking_users,
+                "convs": sorted(keys.conversation_ids),
+                "ids": sorted(wanted),
+            },
         )
         ws.add_loaded(rows.followup_from_row(row, now) for row in result.mappings())
         return ws
@@ -106,6 +130,11 @@ class PostgresUnitOfWork:
         for name, changed in (("users", users), ("conversations", convs), ("bookings", bookings)):
             if changed:
                 await self.conn.execute(sql.WRITE_BACK_SQL[name], params[name])
+        removed = ws.removed()
+        if removed:
+            await self.conn.execute(
+                sql.DELETE_FOLLOWUPS, {"ids": [f.id for f in removed], "now": self.now}
+            )
         if followups:
             await upsert_followups(self.conn, followups, self.now)
         if offsets:

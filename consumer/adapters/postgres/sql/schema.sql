@@ -31,6 +31,18 @@ ALTER TABLE scheduled_followups ALTER COLUMN due_at SET NOT NULL;
 ALTER TABLE scheduled_followups ADD COLUMN IF NOT EXISTS lease_owner varchar(128);
 ALTER TABLE scheduled_followups ADD COLUMN IF NOT EXISTS lease_until timestamptz;
 ALTER TABLE scheduled_followups ADD COLUMN IF NOT EXISTS updated_at timestamptz NOT NULL DEFAULT now();
+-- Who cancelled it: 'operator' (a fact the rules never undo), or NULL: a rule did
+-- (the rules recompute such a row from the events). For rows cancelled before
+-- this column existed: the rules never cancel re-engagements or custom
+-- follow-ups, and a post-event follow-up they cancel has no active booking left;
+-- those are an operator's (true of new rows too, so repeating this is harmless).
+ALTER TABLE scheduled_followups ADD COLUMN IF NOT EXISTS cancelled_by varchar(16);
+UPDATE scheduled_followups SET cancelled_by = 'operator'
+WHERE status = 'cancelled' AND cancelled_by IS NULL AND (
+    trigger_type IN ('re_engagement', 'custom')
+    OR (trigger_type = 'post_event'
+        AND jsonb_array_length(coalesce(trigger_data->'active_booking_ids', '[]'::jsonb)) > 0)
+);
 
 CREATE INDEX IF NOT EXISTS idx_followups_status_scheduled
     ON scheduled_followups (status, scheduled_at);
@@ -74,7 +86,8 @@ CREATE TABLE IF NOT EXISTS booking_projection (
 );
 CREATE INDEX IF NOT EXISTS idx_booking_projection_user ON booking_projection (user_id);
 
--- Per-conversation projection: the newest EMOTION_HISTORY_LIMIT scores.
+-- Per-conversation projection: the score history (one per message, the newest
+-- 500), of which templates use the newest EMOTION_HISTORY_LIMIT.
 CREATE TABLE IF NOT EXISTS conversation_emotions (
     conversation_id text         PRIMARY KEY,
     user_id         varchar(255) NOT NULL,

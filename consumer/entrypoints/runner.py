@@ -188,10 +188,22 @@ class Service:
                 await self._commit_to_kafka()
 
     async def _apply_through_outages(self, records: Sequence[InRecord]) -> BatchOutcome:
-        """Nothing more is fetched until this batch is applied."""
-        prepared: PreparedBatch = self.parts.ingestor.prepare(records)
+        """Nothing more is fetched until this batch is applied.
+
+        Decoding waits out outages too (the schema registry's): the batch is
+        decoded once, when every writer schema it names could be fetched.
+        """
+        ingestor = self.parts.ingestor
+        prepared: PreparedBatch | None = None
+
+        async def attempt() -> BatchOutcome:
+            nonlocal prepared
+            if prepared is None:
+                prepared = await ingestor.prepare(records)
+            return await ingestor.apply(prepared)
+
         return await retrying(
-            lambda: self.parts.ingestor.apply(prepared),
+            attempt,
             retry_on=Unavailable,
             what="batch (infrastructure unavailable)",
             stop=self.stop,

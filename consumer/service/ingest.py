@@ -50,7 +50,14 @@ _CONFLICT_ATTEMPTS = 5
 class EventDecoder(Protocol):
     """Bytes of one topic's value to a domain event (the codec and wire adapters)."""
 
-    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent: ...
+    async def prepare(self, values: Sequence[bytes | None]) -> None:
+        """Fetch what decoding these values needs (a schema registry's writer
+        schemas); raises Unavailable when that cannot be had now."""
+        ...
+
+    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent:
+        """The event, or BadValue; no I/O (whatever it needs was prepared)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,12 +111,17 @@ class Ingestor:
                 good.append(Decoded(record, event))
         return good, dead
 
-    def prepare(self, records: Sequence[InRecord], *, save_offsets: bool = True) -> PreparedBatch:
+    async def prepare(
+        self, records: Sequence[InRecord], *, save_offsets: bool = True
+    ) -> PreparedBatch:
         """Decode once; the batch may then be applied (retried) any number of times.
 
+        Raises Unavailable when what decoding needs cannot be fetched (the schema
+        registry is down): nothing is decided, the batch waits like any outage.
         `save_offsets=False` (replay) applies the events without moving the
         group's stored positions: the rules are idempotent, so that is safe.
         """
+        await self.decoder.prepare([r.value for r in records])
         decoded, dead = self.decode(records)
         offsets: dict[Partition, int] = {}
         for r in records if save_offsets else ():
@@ -122,7 +134,7 @@ class Ingestor:
     async def process(
         self, records: Sequence[InRecord], *, save_offsets: bool = True
     ) -> BatchOutcome:
-        return await self.apply(self.prepare(records, save_offsets=save_offsets))
+        return await self.apply(await self.prepare(records, save_offsets=save_offsets))
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:
         """Apply a batch exactly once; raises only on infrastructure failures."""

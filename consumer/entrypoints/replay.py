@@ -85,6 +85,8 @@ async def replay(
     finally:
         await consumer.stop()
         await producer.stop()
+        if parts.registry is not None:
+            await parts.registry.aclose()
         await parts.store.close()
 
 

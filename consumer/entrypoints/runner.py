@@ -70,6 +70,7 @@ class Service:
         s = self.settings
         await self._migrate()
         await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
+        await self._register_schemas()
         if self.parts.producer is not None:
             await self.parts.producer.start()
         listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
@@ -122,6 +123,21 @@ class Service:
                 "no privilege to migrate; assuming the owner ran `followup-consumer migrate`"
             )
 
+    async def _register_schemas(self) -> None:
+        """FOLLOWUP_DUE_FORMAT=confluent: register followup.due's schema now, so that a
+        refusal (an incompatible schema, bad credentials) stops the start with its
+        reason. A registry that does not answer is waited for by dispatch instead."""
+        encoder = self.parts.due_encoder
+        if encoder is None:
+            return
+        try:
+            await encoder.register()
+        except Unavailable as exc:
+            log.warning(
+                "schema registry unavailable; followup.due waits for it",
+                extra={"error": str(exc)},
+            )
+
     async def health_report(self) -> HealthReport:
         """The old scheduler's figures (same names) plus consumer and database state."""
         s = self.settings
@@ -163,6 +179,9 @@ class Service:
         if self.parts.producer is not None:
             with contextlib.suppress(Exception):
                 await self.parts.producer.stop()
+        if self.parts.registry is not None:
+            with contextlib.suppress(Exception):
+                await self.parts.registry.aclose()
         await self.parts.store.close()
         log.info("consumer stopped")
 

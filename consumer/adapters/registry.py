@@ -3,7 +3,7 @@ Apicurio Registry (under /apis/ccompat/v7), Karapace, Redpanda and others.
 
 Three parts:
 
-- `RegistryClient`: the HTTP calls (httpx, async), each with a timeout and a few
+- `RegistryClient`: the HTTP calls (httpx2, async), each with a timeout and a few
   quick retries. What cannot be had now (no connection, a timeout, a 5xx, a
   refusal that is a configuration problem such as 401) raises the port error
   `Unavailable`: the caller waits and tries again, nothing is decided meanwhile.
@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 from urllib.parse import quote
 
-import httpx
+import httpx2
 
 from consumer.adapters.codec import (
     MAX_SCHEMA_ID,
@@ -70,14 +70,14 @@ class RegistryClient:
         timeout: float = 5.0,
         attempts: int = 3,
         retry_delay: float = 0.2,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx2.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.attempts = max(1, attempts)
         self.retry_delay = retry_delay
-        self._http = httpx.AsyncClient(
+        self._http = httpx2.AsyncClient(
             base_url=self.url,
-            auth=httpx.BasicAuth(*auth) if auth else None,
+            auth=httpx2.BasicAuth(*auth) if auth else None,
             timeout=timeout,
             headers={"Accept": f"{_CONTENT_TYPE}, application/json"},
             transport=transport,
@@ -122,7 +122,7 @@ class RegistryClient:
 
     async def _request(
         self, method: str, path: str, *, json: Mapping[str, Any] | None = None
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """The response, once it is not an outage; after `attempts` tries, Unavailable."""
         problem = ""
         for attempt in range(self.attempts):
@@ -135,7 +135,7 @@ class RegistryClient:
                     json=json,
                     headers={"Content-Type": _CONTENT_TYPE} if json is not None else None,
                 )
-            except httpx.HTTPError as exc:  # no connection, timeout, broken answer
+            except httpx2.HTTPError as exc:  # no connection, timeout, broken answer
                 problem = f"{type(exc).__name__}: {exc}"
                 continue
             if response.status_code >= 500 or response.status_code == 429:
@@ -144,7 +144,7 @@ class RegistryClient:
             return response
         raise Unavailable(f"schema registry {self.url}: {method} {path}: {problem}")
 
-    def _expect_ok(self, response: httpx.Response, what: str) -> dict[str, Any]:
+    def _expect_ok(self, response: httpx2.Response, what: str) -> dict[str, Any]:
         """The JSON object of a 200; anything else is the registry's or our setup's
         problem (401, 403, a wrong URL), not the value's: wait for it to be fixed."""
         if response.status_code != 200:
@@ -162,7 +162,7 @@ class RegistryClient:
         return body
 
 
-def _error_code(response: httpx.Response) -> object:
+def _error_code(response: httpx2.Response) -> object:
     try:
         body = response.json()
     except ValueError:
@@ -170,7 +170,7 @@ def _error_code(response: httpx.Response) -> object:
     return body.get("error_code") if isinstance(body, dict) else None
 
 
-def _message(response: httpx.Response) -> str:
+def _message(response: httpx2.Response) -> str:
     try:
         body = response.json()
     except ValueError:

@@ -15,7 +15,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastavro import parse_schema, schemaless_writer
 
@@ -100,12 +100,12 @@ class FakeRegistry:
             i: ("AVRO", json.dumps(s)) for i, s in (schemas or {}).items()
         }
         self.subjects: dict[str, int] = {}
-        self.requests: list[httpx.Request] = []
-        self.fail: list[Callable[[httpx.Request], httpx.Response]] = []
+        self.requests: list[httpx2.Request] = []
+        self.fail: list[Callable[[httpx2.Request], httpx2.Response]] = []
         self.in_flight = 0
         self.most_in_flight = 0
 
-    async def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -117,42 +117,42 @@ class FakeRegistry:
         finally:
             self.in_flight -= 1
 
-    def _answer(self, request: httpx.Request) -> httpx.Response:
+    def _answer(self, request: httpx2.Request) -> httpx2.Response:
         path = request.url.path.removeprefix("/apis/ccompat/v7")
         if request.method == "GET" and path.startswith("/schemas/ids/"):
             found = self.schemas.get(int(path.rsplit("/", 1)[1]))
             if found is None:
-                return httpx.Response(404, json={"error_code": 40403, "message": "not found"})
+                return httpx2.Response(404, json={"error_code": 40403, "message": "not found"})
             kind, text = found
-            return httpx.Response(200, json={"schema": text, **_type_field(kind)})
+            return httpx2.Response(200, json={"schema": text, **_type_field(kind)})
         if request.method == "POST" and path.startswith("/subjects/"):
             subject = path.split("/")[2]
             text = json.loads(request.content)["schema"]
             if subject not in self.subjects:
                 self.subjects[subject] = max(self.schemas, default=0) + 1
                 self.schemas[self.subjects[subject]] = ("AVRO", text)
-            return httpx.Response(200, json={"id": self.subjects[subject]})
-        return httpx.Response(404, text="<html>no such page</html>")
+            return httpx2.Response(200, json={"id": self.subjects[subject]})
+        return httpx2.Response(404, text="<html>no such page</html>")
 
     def client(self, **options: Any) -> RegistryClient:
         options.setdefault("retry_delay", 0.0)
-        return RegistryClient(URL, transport=httpx.MockTransport(self.handle), **options)
+        return RegistryClient(URL, transport=httpx2.MockTransport(self.handle), **options)
 
 
 def _type_field(kind: str) -> dict[str, str]:
     return {} if kind == "AVRO" else {"schemaType": kind}
 
 
-def refuse_connection(request: httpx.Request) -> httpx.Response:
-    raise httpx.ConnectError("connection refused", request=request)
+def refuse_connection(request: httpx2.Request) -> httpx2.Response:
+    raise httpx2.ConnectError("connection refused", request=request)
 
 
-def time_out(request: httpx.Request) -> httpx.Response:
-    raise httpx.ReadTimeout("timed out", request=request)
+def time_out(request: httpx2.Request) -> httpx2.Response:
+    raise httpx2.ReadTimeout("timed out", request=request)
 
 
-def server_error(request: httpx.Request) -> httpx.Response:
-    return httpx.Response(503, json={"error_code": 50301, "message": "overloaded"})
+def server_error(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(503, json={"error_code": 50301, "message": "overloaded"})
 
 
 class Clock:
@@ -328,14 +328,14 @@ async def test_only_the_registrys_own_not_found_means_an_unknown_id() -> None:
         await registry.client().schema(3)
     # A 404 that is not the Confluent API's (a wrong URL, a proxy's page) is no
     # verdict on the id: every value would be dead-lettered for a typo.
-    registry.fail = [lambda r: httpx.Response(404, text="<html>Not Found</html>")]
+    registry.fail = [lambda r: httpx2.Response(404, text="<html>Not Found</html>")]
     with pytest.raises(Unavailable, match="404"):
         await registry.client().schema(3)
 
 
 @pytest.mark.parametrize("failure", [refuse_connection, time_out, server_error])
 async def test_an_outage_is_retried_then_unavailable(
-    failure: Callable[[httpx.Request], httpx.Response],
+    failure: Callable[[httpx2.Request], httpx2.Response],
 ) -> None:
     registry = FakeRegistry({3: ACTIVITY})
     registry.fail = [failure] * 2
@@ -349,7 +349,7 @@ async def test_an_outage_is_retried_then_unavailable(
 @pytest.mark.parametrize("status", [401, 403])
 async def test_refused_credentials_are_an_outage_not_an_unknown_id(status: int) -> None:
     registry = FakeRegistry({3: ACTIVITY})
-    registry.fail = [lambda r: httpx.Response(status, json={"error_code": status})]
+    registry.fail = [lambda r: httpx2.Response(status, json={"error_code": status})]
     with pytest.raises(Unavailable, match=str(status)):
         await registry.client().schema(3)
 
@@ -380,7 +380,7 @@ async def test_registering_returns_the_id_and_quotes_the_subject() -> None:
 @pytest.mark.parametrize("status", [401, 409, 422])
 async def test_a_registration_the_registry_refuses_is_not_retried(status: int) -> None:
     registry = FakeRegistry()
-    registry.fail = [lambda r: httpx.Response(status, json={"message": "incompatible"})]
+    registry.fail = [lambda r: httpx2.Response(status, json={"message": "incompatible"})]
     with pytest.raises(RegistryRefused, match=f"{status} incompatible"):
         await registry.client().register("s-value", "{}")
     assert len(registry.requests) == 1

@@ -68,18 +68,13 @@ class Service:
 
     async def run(self) -> None:
         s = self.settings
-        await self._migrate()
-        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
-        await self._register_schemas()
-        if self.parts.producer is not None:
-            await self.parts.producer.start()
-        listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
-        self.consumer.subscribe(list(s.input_topics), listener=listener)
-        await self.consumer.start()
-        log.info(
-            "consumer started",
-            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
-        )
+        try:
+            await self._start()
+        except BaseException:
+            # A start that fails (a refused schema, an unreachable broker) still
+            # closes what it opened: the pool, the clients.
+            await self._close()
+            raise
         self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
         if s.scheduler_enabled:
             self.tasks["dispatch"] = asyncio.create_task(
@@ -103,6 +98,21 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             await self._close()
+
+    async def _start(self) -> None:
+        s = self.settings
+        await self._migrate()
+        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
+        await self._register_schemas()
+        if self.parts.producer is not None:
+            await self.parts.producer.start()
+        listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
+        self.consumer.subscribe(list(s.input_topics), listener=listener)
+        await self.consumer.start()
+        log.info(
+            "consumer started",
+            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
+        )
 
     async def _until_stopped(self, tasks: Sequence[asyncio.Task[None]]) -> None:
         stopper = asyncio.create_task(self.stop.wait())

@@ -31,7 +31,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerialize
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consumer.adapters.codec import CONFLUENT_CONTENT_TYPE, confluent_frame, confluent_schema_id
+from consumer.adapters.registry import RegistryRefused
 from consumer.config import Settings
+from consumer.entrypoints.runner import Service
 from tests.integration.conftest import REPO
 from tests.integration.helpers import (
     CODEC,
@@ -187,6 +189,25 @@ async def test_the_ecosystems_values_are_applied_and_its_deserializer_reads_foll
     assert due["message"] == row["message_content"]
     assert due["scheduled_at"] == row["scheduled_at"]
     assert due["attempt"] == 1
+
+
+async def test_a_registry_that_refuses_followup_dues_schema_stops_the_start(
+    settings: Settings, registry_url: str, registry: SchemaRegistryClient
+) -> None:
+    settings = confluent_settings(settings, registry_url)
+    # The subject already holds another record, and its rule wants compatibility.
+    subject = f"{settings.topic_followup_due}-value"
+    Producer(registry).value(
+        settings.topic_followup_due,
+        schema_text("user_activity"),
+        {**activity("u", datetime.now(UTC)).record},
+    )
+    registry.set_compatibility(subject, "BACKWARD")
+
+    service = Service(settings)
+    with pytest.raises(RegistryRefused, match=f"{subject}.*409"):
+        await asyncio.wait_for(service.run(), timeout=60)
+    assert registry.get_versions(subject) == [1]
 
 
 async def test_an_evolved_and_an_older_writer_schema_still_decode(

@@ -18,6 +18,7 @@ from consumer.adapters.crypto import MessageCipher
 from consumer.adapters.kafka import KafkaDeadLetters, KafkaDuePublisher, make_producer
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.postgres.store import PostgresStore
+from consumer.adapters.registry import ConfluentEncoder, RegistryClient, RegistrySchemas
 from consumer.adapters.wire import WireDecoder
 from consumer.config import Settings
 from consumer.domain.policy import Policy, RetryPolicy
@@ -60,6 +61,21 @@ def cipher_from_settings(s: Settings) -> MessageCipher:
     return MessageCipher(key.get_secret_value() if key is not None else None)
 
 
+def registry_from_settings(s: Settings) -> RegistryClient | None:
+    """The schema registry client, when SCHEMA_REGISTRY_URL is set."""
+    if s.schema_registry_url is None:
+        return None
+    password = s.schema_registry_password
+    auth = (
+        (s.schema_registry_username, password.get_secret_value())
+        if s.schema_registry_username and password is not None
+        else None
+    )
+    return RegistryClient(
+        s.schema_registry_url, auth=auth, timeout=s.schema_registry_timeout_seconds
+    )
+
+
 def store_from_settings(s: Settings, *, pool_size: int = 5) -> PostgresStore:
     return PostgresStore.connect(s.database_url, s.kafka_group_id, pool_size=pool_size)
 
@@ -83,6 +99,9 @@ class Wired:
     dispatcher: Dispatcher
     periodic: PeriodicJobs
     operations: Operations
+    registry: RegistryClient | None = None
+    # FOLLOWUP_DUE_FORMAT=confluent: our schema, to register at start.
+    due_encoder: ConfluentEncoder | None = None
 
 
 def build(
@@ -104,10 +123,19 @@ def build(
     if dead_letters is None:
         assert producer is not None
         dead_letters = KafkaDeadLetters(producer, s.topic_dlq)
+    registry = registry_from_settings(s)
+    due_encoder = None
+    if s.followup_due_format == "confluent" and registry is not None:
+        # The topic-name strategy's subject, as confluent-kafka's serializers use it.
+        subject = f"{s.topic_followup_due}-value"
+        due_encoder = ConfluentEncoder(registry, codec, "followup_due", subject)
     if publisher is None:
         assert producer is not None
-        publisher = KafkaDuePublisher(producer, s.topic_followup_due, codec, s.followup_due_format)
-    ingestor = Ingestor(db, WireDecoder(codec), policy, s.input_topics, dead_letters, clock)
+        publisher = KafkaDuePublisher(
+            producer, s.topic_followup_due, codec, s.followup_due_format, due_encoder
+        )
+    decoder = WireDecoder(codec, RegistrySchemas(registry) if registry is not None else None)
+    ingestor = Ingestor(db, decoder, policy, s.input_topics, dead_letters, clock)
     dispatcher = Dispatcher(
         db,
         publisher,
@@ -134,4 +162,6 @@ def build(
         dispatcher,
         periodic,
         operations,
+        registry,
+        due_encoder,
     )

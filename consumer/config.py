@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -43,7 +43,18 @@ class Settings(BaseSettings):
     topic_dlq: str = "followup.dlq"
     # Partitions for topics the service creates itself when they are missing.
     topic_partitions: int = Field(6, ge=1)
-    followup_due_format: Literal["avro", "json"] = "avro"
+    # avro: single-object encoding; json; confluent: the Confluent wire format, the
+    # schema registered in SCHEMA_REGISTRY_URL under "<TOPIC_FOLLOWUP_DUE>-value".
+    followup_due_format: Literal["avro", "json", "confluent"] = "avro"
+
+    # A Confluent-compatible schema registry (the Confluent API's base URL). Set, the
+    # consumer also decodes values in the Confluent wire format (0x00, schema id, Avro).
+    schema_registry_url: str | None = None
+    schema_registry_username: str | None = None
+    schema_registry_password: SecretStr | None = None
+    # Per request to the registry; a request is tried a few times before the batch
+    # waits (an outage: retried until the registry answers).
+    schema_registry_timeout_seconds: float = Field(5.0, gt=0, le=300)
 
     # `run` migrates first; a least-privilege role skips it (the owner migrates).
     migrate_on_start: bool = True
@@ -107,6 +118,31 @@ class Settings(BaseSettings):
                 raise ValueError("must be a Fernet key: 32 url-safe base64-encoded bytes") from exc
         return value
 
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _registry_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _registry_needed(self) -> Settings:
+        if self.followup_due_format == "confluent" and self.schema_registry_url is None:
+            raise ValueError(
+                "FOLLOWUP_DUE_FORMAT=confluent needs SCHEMA_REGISTRY_URL "
+                "(the registry its schema is registered in)"
+            )
+        has_user = bool(self.schema_registry_username)
+        has_password = self.schema_registry_password is not None
+        if has_user != has_password:
+            raise ValueError(
+                "SCHEMA_REGISTRY_USERNAME and SCHEMA_REGISTRY_PASSWORD go together (basic auth)"
+            )
+        return self
+
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.scheduler_timezone)
@@ -131,7 +167,11 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err["loc"], err["msg"]) for err in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from exc
+
+
+def _problem(loc: tuple[int | str, ...], msg: str) -> str:
+    if not loc:  # a rule across variables: the message names them
+        return msg.removeprefix("Value error, ")
+    return f"{'.'.join(str(p) for p in loc).upper()}: {msg}"

@@ -1,10 +1,18 @@
-"""Bytes <-> dict for every topic's schema, in Avro single-object encoding or JSON.
+"""Bytes <-> dict for every topic's schema: Avro single-object encoding, the
+Confluent wire format, or JSON.
 
 The schemas in `schemas/` are the only source of truth: Avro values are read with
-the writer schema named by their fingerprint and resolved into the current schema;
-JSON values are checked field by field against the current schema. Either way the
-result is a plain dict holding every field of the current schema, with timestamps
-as timezone-aware UTC `datetime`s. Anything that does not fit raises `CodecError`.
+the writer schema named by their fingerprint (single-object) or by their schema id
+(Confluent: the writer schema comes from a schema registry, fetched beforehand by
+the caller and handed in as a `WriterSchemas` lookup) and resolved into the current
+schema; JSON values are checked field by field against the current schema. Either
+way the result is a plain dict holding every field of the current schema, with
+timestamps as timezone-aware UTC `datetime`s. Anything that does not fit raises
+`CodecError`.
+
+The first byte tells the formats apart: 0x00 is the Confluent wire format, 0xC3
+0x01 single-object encoding, anything else is read as JSON (neither can start a
+UTF-8 JSON text).
 
 Everything schema-derived is parsed once in `Codec.load`; `decode` is on the
 consumer's hot path and does no per-call schema work.
@@ -12,17 +20,18 @@ consumer's hot path and does no per-call schema work.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Final, NoReturn, cast
+from typing import Any, Final, NoReturn, Protocol, cast
 
-from fastavro.read import schemaless_reader
+from fastavro.read import SchemaResolutionError, schemaless_reader
 from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.write import schemaless_writer
@@ -30,20 +39,37 @@ from fastavro.write import schemaless_writer
 __all__ = [
     "AVRO_CONTENT_TYPE",
     "AVRO_MAGIC",
+    "CONFLUENT_CONTENT_TYPE",
+    "CONFLUENT_MAGIC",
     "JSON_CONTENT_TYPE",
+    "MAX_SCHEMA_ID",
     "Codec",
     "CodecError",
+    "UnknownWriterSchema",
+    "WriterSchema",
+    "WriterSchemas",
+    "confluent_frame",
+    "confluent_schema_id",
+    "parse_writer_schema",
 ]
 
 # `content-type` header values. There is no registered media type for Avro
 # single-object encoding; this vendor type says "Avro binary" unambiguously.
 AVRO_CONTENT_TYPE: Final = "application/vnd.apache.avro+binary"
 JSON_CONTENT_TYPE: Final = "application/json"
+# Confluent defines no media type for its framing (its clients look at the first byte,
+# not at headers); this vendor type names it for consumers that do look.
+CONFLUENT_CONTENT_TYPE: Final = "application/vnd.confluent.avro"
 
 # Avro single-object encoding marker. It can never start a UTF-8 JSON text
 # (0x01 is not a continuation byte), so the first two bytes decide the format.
 AVRO_MAGIC: Final = b"\xc3\x01"
 _HEADER_LEN: Final = len(AVRO_MAGIC) + 8
+# Confluent wire format: this byte, the schema id (4 bytes, big-endian), the Avro body.
+CONFLUENT_MAGIC: Final = b"\x00"
+_CONFLUENT_HEADER_LEN: Final = len(CONFLUENT_MAGIC) + 4
+# Registries hand out ids as Java ints: a larger id names no schema anywhere.
+MAX_SCHEMA_ID: Final = 2**31 - 1
 
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
@@ -69,6 +95,67 @@ class CodecError(ValueError):
 
 class _Invalid(Exception):
     """A field value is of the wrong type; the caller adds schema and field names."""
+
+
+# --- the Confluent wire format ------------------------------------------------------
+
+
+class UnknownWriterSchema(Exception):
+    """No usable writer schema for a schema id (the registry has none, or not an Avro
+    one): the value can never be decoded. The message names the id."""
+
+
+@dataclass(frozen=True, slots=True)
+class WriterSchema:
+    """A writer schema from a schema registry, parsed once."""
+
+    parsed: Any  # fastavro-parsed
+    name: str  # the record's full name, for messages
+    identity: bytes  # digest of the exact JSON: equal to a reader's, no resolution needed
+
+
+class WriterSchemas(Protocol):
+    """Writer schemas by Confluent schema id, fetched before decoding (I/O happens in
+    `prefetch`, never in `decode`)."""
+
+    async def prefetch(self, schema_ids: Iterable[int]) -> None:
+        """Have every id's schema (or its absence) at hand; raises `Unavailable` when
+        the registry does not answer."""
+        ...
+
+    def __call__(self, schema_id: int) -> WriterSchema:
+        """The schema of a prefetched id; raises UnknownWriterSchema when there is none."""
+        ...
+
+
+def confluent_schema_id(value: bytes | None) -> int | None:
+    """The schema id of a value in the Confluent wire format; None for any other
+    value (single-object, JSON, a tombstone) and for one too short to hold an id."""
+    if value is None or len(value) < _CONFLUENT_HEADER_LEN or value[0] != 0:
+        return None
+    return int.from_bytes(value[1:_CONFLUENT_HEADER_LEN], "big")
+
+
+def confluent_frame(schema_id: int) -> bytes:
+    """The 5 bytes that precede the Avro body in the Confluent wire format."""
+    return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big")
+
+
+def _identity(raw_schema: Any) -> bytes:
+    # Not the fingerprint: the Parsing Canonical Form drops logical types and
+    # defaults, which change what a reader makes of the same bytes.
+    return hashlib.sha256(json.dumps(raw_schema, sort_keys=True).encode()).digest()
+
+
+def parse_writer_schema(text: str) -> WriterSchema:
+    """A registry's schema text as a writer schema; ValueError if it is not Avro JSON."""
+    try:
+        raw = json.loads(text)
+        parsed = parse_schema(raw, {})
+    except Exception as exc:  # fastavro raises several types for bad schemas
+        raise ValueError(f"not a valid Avro schema: {type(exc).__name__}: {exc!s:.200}") from exc
+    name = parsed.get("name") if isinstance(parsed, dict) else None
+    return WriterSchema(parsed, str(name or raw), _identity(raw))
 
 
 # --- per-field JSON conversion ---------------------------------------------------
@@ -189,7 +276,9 @@ class _Schema:
     """One logical schema: its current version plus every writer it can read."""
 
     name: str
+    raw: Any  # the current schema as read from its file
     reader: Any  # fastavro-parsed current schema
+    identity: bytes  # see _identity
     fingerprint: bytes
     header: bytes  # AVRO_MAGIC + fingerprint, prepended on encode
     # fingerprint -> (parsed writer schema, reader to resolve into or None when
@@ -308,7 +397,9 @@ class Codec:
         fields = tuple(_field_spec(name, f) for f in raw["fields"])
         return _Schema(
             name=name,
+            raw=raw,
             reader=reader,
+            identity=_identity(raw),
             fingerprint=current_fp,
             header=AVRO_MAGIC + current_fp,
             writers=writers,
@@ -329,6 +420,10 @@ class Codec:
         """The 8-byte CRC-64-AVRO fingerprint of the current version, wire order."""
         return self._schema(schema_name).fingerprint
 
+    def schema_text(self, schema_name: str) -> str:
+        """The current version as JSON text (what a schema registry is given)."""
+        return json.dumps(self._schema(schema_name).raw, separators=(",", ":"))
+
     def _schema(self, schema_name: str) -> _Schema:
         try:
             return self._schemas[schema_name]
@@ -338,11 +433,16 @@ class Codec:
 
     # --- decoding -----------------------------------------------------------------
 
-    def decode(self, schema_name: str, value: bytes) -> dict[str, Any]:
-        """Decode an Avro single-object or JSON value into a dict of the current schema."""
+    def decode(
+        self, schema_name: str, value: bytes, writers: WriterSchemas | None = None
+    ) -> dict[str, Any]:
+        """Decode a single-object, Confluent or JSON value into a dict of the current
+        schema. Confluent values need `writers`, holding their schema id already."""
         schema = self._schema(schema_name)
         if value.startswith(AVRO_MAGIC):
             return self._decode_avro(schema, value)
+        if value.startswith(CONFLUENT_MAGIC):
+            return self._decode_confluent(schema, value, writers)
         if not value:
             raise CodecError(schema_name, "empty value")
         return self._decode_json(schema, value)
@@ -361,22 +461,36 @@ class Codec:
                     schema_violation=True,
                 )
             raise CodecError(schema.name, f"unknown writer schema fingerprint {fp.hex()}")
-        fo = BytesIO(value)
-        fo.seek(_HEADER_LEN)
-        try:
-            record = schemaless_reader(fo, writer[0], writer[1])
-        except Exception as exc:
-            # Untrusted bytes make fastavro raise EOFError, IndexError,
-            # OverflowError, UnicodeDecodeError, ...: all mean "not decodable".
-            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return _read_avro(schema, value, _HEADER_LEN, writer[0], writer[1])
+
+    def _decode_confluent(
+        self, schema: _Schema, value: bytes, writers: WriterSchemas | None
+    ) -> dict[str, Any]:
+        schema_id = confluent_schema_id(value)
+        if schema_id is None:
             raise CodecError(
-                schema.name, f"invalid Avro body (truncated or corrupt): {detail}"
-            ) from exc
-        if fo.tell() != len(value):
-            raise CodecError(
-                schema.name, f"{len(value) - fo.tell()} trailing bytes after the Avro record"
+                schema.name, "truncated Confluent wire format header (0x00 and a 4-byte schema id)"
             )
-        return cast("dict[str, Any]", record)
+        if writers is None:
+            raise CodecError(
+                schema.name,
+                f"Confluent wire format (schema id {schema_id}), but no schema registry is "
+                "configured (SCHEMA_REGISTRY_URL)",
+            )
+        try:
+            writer = writers(schema_id)
+        except UnknownWriterSchema as exc:
+            raise CodecError(schema.name, str(exc)) from exc
+        # The writer *is* the current schema (the usual case): no resolution needed.
+        reader = None if writer.identity == schema.identity else schema.reader
+        return _read_avro(
+            schema,
+            value,
+            _CONFLUENT_HEADER_LEN,
+            writer.parsed,
+            reader,
+            written=f"schema id {schema_id} ({writer.name})",
+        )
 
     def _decode_json(self, schema: _Schema, value: bytes) -> dict[str, Any]:
         try:
@@ -413,10 +527,20 @@ class Codec:
 
     def encode_avro(self, schema_name: str, record: Mapping[str, Any]) -> bytes:
         """Avro single-object encoding of `record` with the current schema."""
+        return self._encode_avro(schema_name, record, self._schema(schema_name).header)
+
+    def encode_confluent(
+        self, schema_name: str, record: Mapping[str, Any], schema_id: int
+    ) -> bytes:
+        """The Confluent wire format of `record`: `schema_id` must be the registry's id
+        of the current schema (`schema_text`)."""
+        return self._encode_avro(schema_name, record, confluent_frame(schema_id))
+
+    def _encode_avro(self, schema_name: str, record: Mapping[str, Any], header: bytes) -> bytes:
         schema = self._schema(schema_name)
         checked = _check_record(schema, record)
         fo = BytesIO()
-        fo.write(schema.header)
+        fo.write(header)
         try:
             schemaless_writer(fo, schema.reader, checked)
         except Exception as exc:  # _check_record should have caught it already
@@ -431,6 +555,43 @@ class Codec:
             if field.kind == "timestamp-millis" and checked[field.name] is not None:
                 checked[field.name] = _iso_utc(checked[field.name])
         return json.dumps(checked, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _read_avro(
+    schema: _Schema,
+    value: bytes,
+    start: int,
+    writer: Any,
+    reader: Any,
+    *,
+    written: str = "an older version of the schema",
+) -> dict[str, Any]:
+    """The Avro body of `value` from `start`, written with `writer`, resolved into
+    `reader` (None: read as written)."""
+    fo = BytesIO(value)
+    fo.seek(start)
+    try:
+        record = schemaless_reader(fo, writer, reader)
+    except SchemaResolutionError as exc:
+        # Readable, but not as this topic's schema (another record, an incompatible
+        # change): the producer's shape is wrong.
+        raise CodecError(
+            schema.name,
+            f"value written with {written} cannot be read as {schema.name}: {exc!s:.300}",
+            schema_violation=True,
+        ) from exc
+    except Exception as exc:
+        # Untrusted bytes make fastavro raise EOFError, IndexError,
+        # OverflowError, UnicodeDecodeError, ...: all mean "not decodable".
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise CodecError(
+            schema.name, f"invalid Avro body (truncated or corrupt): {detail}"
+        ) from exc
+    if fo.tell() != len(value):
+        raise CodecError(
+            schema.name, f"{len(value) - fo.tell()} trailing bytes after the Avro record"
+        )
+    return cast("dict[str, Any]", record)
 
 
 def _reject_constant(name: str) -> NoReturn:

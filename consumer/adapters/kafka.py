@@ -32,7 +32,13 @@ from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import decode_varint
 from aiokafka.structs import ConsumerRecord
 
-from consumer.adapters.codec import AVRO_CONTENT_TYPE, JSON_CONTENT_TYPE, Codec
+from consumer.adapters.codec import (
+    AVRO_CONTENT_TYPE,
+    CONFLUENT_CONTENT_TYPE,
+    JSON_CONTENT_TYPE,
+    Codec,
+)
+from consumer.adapters.registry import ConfluentEncoder
 from consumer.config import Settings
 from consumer.service.ports import DeadLetter, DueMessage, IngestStore, Unavailable
 from consumer.service.retry import retrying
@@ -265,17 +271,30 @@ def _names(tps: Iterable[TopicPartition]) -> list[str]:
 
 
 class KafkaDuePublisher:
-    """Writes `followup.due` records (Avro single-object or JSON, per configuration)."""
+    """Writes `followup.due` records: Avro single-object, JSON, or the Confluent wire
+    format (with `confluent`, the schema registered under the topic's subject)."""
 
-    def __init__(self, producer: AIOKafkaProducer, topic: str, codec: Codec, fmt: str) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        topic: str,
+        codec: Codec,
+        fmt: str,
+        confluent: ConfluentEncoder | None = None,
+    ) -> None:
+        if fmt == "confluent" and confluent is None:
+            raise ValueError("FOLLOWUP_DUE_FORMAT=confluent needs a schema registry")
         self.producer = producer
         self.topic = topic
         self.codec = codec
         self.fmt = fmt
+        self.confluent = confluent
 
     def encode(self, record: Mapping[str, Any]) -> tuple[bytes, str]:
         if self.fmt == "json":
             return self.codec.encode_json("followup_due", record), JSON_CONTENT_TYPE
+        if self.fmt == "confluent" and self.confluent is not None:
+            return self.confluent.encode(record), CONFLUENT_CONTENT_TYPE
         return self.codec.encode_avro("followup_due", record), AVRO_CONTENT_TYPE
 
     async def _one(self, key: str, record: Mapping[str, Any]) -> None:
@@ -297,6 +316,10 @@ class KafkaDuePublisher:
             return False
 
     async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
+        if self.fmt == "confluent" and self.confluent is not None:
+            # Registered at start; if the registry was away then, now. Raises while it
+            # still is: the dispatch round is retried, no follow-up uses up a retry.
+            await self.confluent.register()
         results = await asyncio.gather(
             *(self._one(m.key, m.record) for m in messages), return_exceptions=True
         )

@@ -10,7 +10,7 @@ one error the consumer routes to the dead-letter topic.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cache
 from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
@@ -18,7 +18,7 @@ from zoneinfo import available_timezones
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from consumer.adapters.codec import CodecError
+from consumer.adapters.codec import CodecError, WriterSchemas, confluent_schema_id
 from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
@@ -35,7 +35,7 @@ from consumer.domain.limits import (
     timestamp_problem,
 )
 from consumer.domain.model import default_conversation_id
-from consumer.service.ports import BadValue
+from consumer.service.ports import BadValue, Unavailable
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -253,15 +253,19 @@ def event_from_record(kind: EventKind, record: Mapping[str, Any]) -> InputEvent:
         raise _bad_input(kind, exc) from exc
 
 
-def parse_event(kind: EventKind, value: bytes | None, codec: Codec) -> InputEvent:
+def parse_event(
+    kind: EventKind, value: bytes | None, codec: Codec, writers: WriterSchemas | None = None
+) -> InputEvent:
     """Decode a Kafka value of `kind`'s topic into its domain event.
 
     Raises BadInput for anything unusable, including a tombstone (None value).
+    Values in the Confluent wire format need `writers` (the registry's schemas),
+    prefetched for their ids.
     """
     if value is None:
         raise BadInput("decode_error", f"{kind.value}: value is null (tombstone)")
     try:
-        record = codec.decode(kind.value, value)
+        record = codec.decode(kind.value, value, writers)
     except CodecError as exc:
         raise BadInput(
             "schema_error" if exc.schema_violation else "decode_error", str(exc)
@@ -272,19 +276,33 @@ def parse_event(kind: EventKind, value: bytes | None, codec: Codec) -> InputEven
 class WireDecoder:
     """`parse_event` bound to a codec: the ingest service's `EventDecoder`.
 
+    With `writers` (a schema registry configured), `prepare` fetches the writer
+    schemas of a batch's Confluent-framed values before any is decoded: the I/O
+    happens there, where an outage raises `Unavailable` and the batch waits.
+
     Anything else `parse_event` raises would be a bug of ours; it still becomes
     a `decode_error` dead letter (logged with its traceback), because one value
     must never stop a partition. The property tests call `parse_event` itself
-    and fail on any such escape.
+    and fail on any such escape. `Unavailable` is the exception: a schema that
+    should have been fetched and was not is no fault of the value's.
     """
 
-    def __init__(self, codec: Codec) -> None:
+    def __init__(self, codec: Codec, writers: WriterSchemas | None = None) -> None:
         self.codec = codec
+        self.writers = writers
+
+    async def prepare(self, values: Iterable[bytes | None]) -> None:
+        """Fetch the writer schemas the Confluent-framed `values` name (cached per id)."""
+        if self.writers is None:
+            return
+        ids = {i for i in map(confluent_schema_id, values) if i is not None}
+        if ids:
+            await self.writers.prefetch(ids)
 
     def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent:
         try:
-            return parse_event(kind, value, self.codec)
-        except BadInput:
+            return parse_event(kind, value, self.codec, self.writers)
+        except (BadInput, Unavailable):
             raise
         except Exception as exc:
             log.exception("unexpected error decoding a %s value", kind.value)

@@ -93,6 +93,8 @@ async def replay(
     finally:
         await consumer.stop()
         await producer.stop()
+        if parts.registry is not None:
+            await parts.registry.aclose()
         await parts.store.close()
 
 

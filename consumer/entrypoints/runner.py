@@ -74,17 +74,13 @@ class Service:
 
     async def run(self) -> None:
         s = self.settings
-        await self._migrate()
-        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
-        if self.parts.producer is not None:
-            await self.parts.producer.start()
-        listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
-        self.consumer.subscribe(list(s.input_topics), listener=listener)
-        await self.consumer.start()
-        log.info(
-            "consumer started",
-            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
-        )
+        try:
+            await self._start()
+        except BaseException:
+            # A start that fails (a refused schema, an unreachable broker) still
+            # closes what it opened: the pool, the clients.
+            await self._close()
+            raise
         self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
         if s.scheduler_enabled:
             self.tasks["dispatch"] = asyncio.create_task(
@@ -109,6 +105,21 @@ class Service:
                     await t
             await self._close()
 
+    async def _start(self) -> None:
+        s = self.settings
+        await self._migrate()
+        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
+        await self._register_schemas()
+        if self.parts.producer is not None:
+            await self.parts.producer.start()
+        listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
+        self.consumer.subscribe(list(s.input_topics), listener=listener)
+        await self.consumer.start()
+        log.info(
+            "consumer started",
+            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
+        )
+
     async def _until_stopped(self, tasks: Sequence[asyncio.Task[None]]) -> None:
         stopper = asyncio.create_task(self.stop.wait())
         done, _ = await asyncio.wait({stopper, *tasks}, return_when=asyncio.FIRST_COMPLETED)
@@ -126,6 +137,21 @@ class Service:
             # owner's job. Go on if the schema is there (the first query would fail).
             log.warning(
                 "no privilege to migrate; assuming the owner ran `followup-consumer migrate`"
+            )
+
+    async def _register_schemas(self) -> None:
+        """FOLLOWUP_DUE_FORMAT=confluent: register followup.due's schema now, so that a
+        refusal (an incompatible schema, bad credentials) stops the start with its
+        reason. A registry that does not answer is waited for by dispatch instead."""
+        encoder = self.parts.due_encoder
+        if encoder is None:
+            return
+        try:
+            await encoder.register()
+        except Unavailable as exc:
+            log.warning(
+                "schema registry unavailable; followup.due waits for it",
+                extra={"error": str(exc)},
             )
 
     async def health_report(self) -> HealthReport:
@@ -169,6 +195,9 @@ class Service:
         if self.parts.producer is not None:
             with contextlib.suppress(Exception):
                 await self.parts.producer.stop()
+        if self.parts.registry is not None:
+            with contextlib.suppress(Exception):
+                await self.parts.registry.aclose()
         await self.parts.store.close()
         log.info("consumer stopped")
 
@@ -196,12 +225,24 @@ class Service:
                 await self._commit_to_kafka()
 
     async def _apply_through_outages(self, fetched: Fetched) -> BatchOutcome:
-        """Nothing more is fetched until this batch is applied."""
-        prepared: PreparedBatch = self.parts.ingestor.prepare(
-            fetched.all_records(), unreadable=fetched.unreadable
-        )
+        """Nothing more is fetched until this batch is applied.
+
+        Decoding waits out outages too (the schema registry's): the batch is
+        decoded once, when every writer schema it names could be fetched.
+        """
+        ingestor = self.parts.ingestor
+        prepared: PreparedBatch | None = None
+
+        async def attempt() -> BatchOutcome:
+            nonlocal prepared
+            if prepared is None:
+                prepared = await ingestor.prepare(
+                    fetched.all_records(), unreadable=fetched.unreadable
+                )
+            return await ingestor.apply(prepared)
+
         return await retrying(
-            lambda: self.parts.ingestor.apply(prepared),
+            attempt,
             retry_on=Unavailable,
             what="batch (infrastructure unavailable)",
             stop=self.stop,

@@ -50,7 +50,14 @@ _CONFLICT_ATTEMPTS = 5
 class EventDecoder(Protocol):
     """Bytes of one topic's value to a domain event (the codec and wire adapters)."""
 
-    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent: ...
+    async def prepare(self, values: Sequence[bytes | None]) -> None:
+        """Fetch what decoding these values needs (a schema registry's writer
+        schemas); raises Unavailable when that cannot be had now."""
+        ...
+
+    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent:
+        """The event, or BadValue; no I/O (whatever it needs was prepared)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +111,7 @@ class Ingestor:
                 good.append(Decoded(record, event))
         return good, dead
 
-    def prepare(
+    async def prepare(
         self,
         records: Sequence[InRecord],
         *,
@@ -113,12 +120,15 @@ class Ingestor:
     ) -> PreparedBatch:
         """Decode once; the batch may then be applied (retried) any number of times.
 
+        Raises Unavailable when what decoding needs cannot be fetched (the schema
+        registry is down): nothing is decided, the batch waits like any outage.
         `save_offsets=False` (replay) applies the events without moving the
         group's stored positions: the rules are idempotent, so that is safe.
         `unreadable`: records of the same fetch the Kafka adapter could not read
         at all, already dead letters; they go out with the batch's own and their
         offsets are committed with it, like any record's.
         """
+        await self.decoder.prepare([r.value for r in records])
         decoded, dead = self.decode(records)
         offsets: dict[Partition, int] = {}
         for r in [*records, *(d.record for d in unreadable)] if save_offsets else ():
@@ -136,7 +146,7 @@ class Ingestor:
         unreadable: Sequence[DeadLetter] = (),
     ) -> BatchOutcome:
         return await self.apply(
-            self.prepare(records, save_offsets=save_offsets, unreadable=unreadable)
+            await self.prepare(records, save_offsets=save_offsets, unreadable=unreadable)
         )
 
     async def apply(self, batch: PreparedBatch) -> BatchOutcome:

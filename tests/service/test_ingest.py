@@ -4,7 +4,7 @@ already applied skipped, bad values dead-lettered, a value the store refuses iso
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 
@@ -244,13 +244,21 @@ async def test_records_the_adapter_could_not_read_go_out_and_commit_with_the_bat
     assert await store.load_offsets([(ACTIVITY, 0)]) == {(ACTIVITY, 0): 4}
 
 
-def activity_of_user(kind: EventKind, value: bytes | None) -> InputEvent:
+class ActivityOfUser:
     """A decoder with no rules of its own: the value is the user id. Values the
     wire rules would catch reach the store this way."""
-    if value is None:
-        raise BadValue("decode_error", "tombstone")
-    user = value.decode()
-    return UserActivity(f"ev-{user[:40]}", T0 - H, user, "login", None)
+
+    async def prepare(self, values: Sequence[bytes | None]) -> None:
+        pass
+
+    def __call__(self, kind: EventKind, value: bytes | None) -> InputEvent:
+        if value is None:
+            raise BadValue("decode_error", "tombstone")
+        user = value.decode()
+        return UserActivity(f"ev-{user[:40]}", T0 - H, user, "login", None)
+
+
+activity_of_user = ActivityOfUser()
 
 
 async def test_a_value_the_store_refuses_is_dead_lettered_and_the_rest_applied(

@@ -24,8 +24,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from consumer.adapters.postgres import schema
 from consumer.adapters.postgres.store import PostgresStore, create_engine
+from consumer.config import Settings
 from consumer.domain.model import Status
 from tests.integration.conftest import REPO, Services, fresh_database
+from tests.integration.test_cli import cli, messages
 
 pytestmark = pytest.mark.integration
 
@@ -430,3 +432,64 @@ async def test_a_newer_release_s_schema_is_left_alone(database_url: str) -> None
         # The service's start-up goes on: that release keeps this code working.
         assert await PostgresStore(engine, "g").migrate()
     assert await recorded_revision(database_url) == "9999"
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+async def test_the_migrate_command(settings: Settings) -> None:
+    url = settings.database_url
+    await run_file(url, SHIPPED)
+    await fill(url)
+
+    shown = await cli(settings, "migrate", "--current")
+    assert (shown.code, shown.out.strip()) == (1, (
+        f"none recorded: the schema schema.sql made, which is 0001 (head is {HEAD}; "
+        "`followup-consumer migrate` adopts it)"
+    ))  # fmt: skip
+    done = await cli(settings, "migrate")
+    assert done.code == 0, done.err
+    assert done.out.strip() == (
+        f"recorded the schema schema.sql made as 0001; upgraded 0001 -> {HEAD} (head)"
+    )
+    again = await cli(settings, "migrate")
+    assert (again.code, again.out.strip()) == (0, f"already at {HEAD} (head)")
+    shown = await cli(settings, "migrate", "--current")
+    assert (shown.code, shown.out.strip()) == (0, f"{HEAD} (head)")
+
+    refused = await cli(settings, "migrate", "--to", "0001")
+    assert refused.code == 2
+    assert messages(refused.err) == [
+        f"followup-consumer: going down from {HEAD} to 0001 undoes 0002: Drops "
+        "scheduled_followups.cancelled_by: which cancellations were an operator's.; "
+        "repeat with --yes to do it"
+    ]
+    assert await recorded_revision(url) == HEAD
+    down = await cli(settings, "migrate", "--to", "0001", "--yes")
+    assert (down.code, down.out.strip()) == (0, f"downgraded {HEAD} -> 0001 (head is {HEAD})")
+    shown = await cli(settings, "migrate", "--current")
+    assert (shown.code, shown.out.strip()) == (1, f"0001 (head is {HEAD})")
+    up = await cli(settings, "migrate", "--to", "head")
+    assert (up.code, up.out.strip()) == (0, f"upgraded 0001 -> {HEAD} (head)")
+
+    unknown = await cli(settings, "migrate", "--to", "0042")
+    assert unknown.code == 2
+    assert messages(unknown.err) == [
+        "followup-consumer: no revision '0042' in this release (it has 0001, 0002, and head, base)"
+    ]
+    async with connected(url) as conn:
+        await conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    ahead = await cli(settings, "migrate")
+    assert ahead.code == 6
+    assert messages(ahead.err)[0].startswith("followup-consumer: the database is at revision 9999")
+    shown = await cli(settings, "migrate", "--current")
+    assert (shown.code, shown.out.strip()) == (
+        6, f"9999: not a revision of this release (its head is {HEAD})"
+    )  # fmt: skip
+
+
+async def test_migrate_without_a_database(settings: Settings) -> None:
+    gone = await cli(settings, "migrate", DATABASE_URL="postgresql+asyncpg://u@127.0.0.1:1/none")
+    assert gone.code == 5
+    [line] = messages(gone.err)
+    assert line.startswith("followup-consumer: database error: ")

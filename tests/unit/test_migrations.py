@@ -1,6 +1,6 @@
 """The revisions as Alembic sees them (no database): one line of history, every
 revision with a real, documented downgrade; `alembic revision` finds them through
-pyproject.toml."""
+pyproject.toml; the migrate command's arguments and messages."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import ast
 import inspect
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 
 from consumer.adapters.postgres import schema
+from consumer.adapters.postgres.schema import Migration, SchemaStatus
+from consumer.entrypoints import cli, cli_migrate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -97,3 +100,60 @@ def test_targets() -> None:
     assert chain.between(None, "0002") == ("0001", "0002")
     assert chain.between("0001", "0002") == ("0002",)
     assert chain.between("0002", "0002") == ()
+
+
+def test_migrate_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    parse = cli._parser().parse_args
+    plain = parse(["migrate"])
+    assert (plain.to, plain.current, plain.yes) == (None, False, False)
+    down = parse(["migrate", "--to", "0001", "--yes"])
+    assert (down.to, down.yes) == ("0001", True)
+    assert parse(["migrate", "--current"]).current
+    for argv in (
+        ["migrate", "--to", "0001", "--current"],
+        ["migrate", "--to", "0001; DROP TABLE x"],
+        ["migrate", "--to", ""],
+        ["migrate", "--to", "x" * 33],
+        ["migrate", "--to"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            parse(argv)
+        assert exc.value.code == 2, argv
+    assert "not a revision id" in capsys.readouterr().err
+
+
+def test_what_migrate_says() -> None:
+    at_head = SchemaStatus(current="0002", head="0002", adoptable=None, known=True)
+
+    def status(found: SchemaStatus) -> str:
+        return cli_migrate.describe_status(found)
+
+    assert status(at_head) == "0002 (head)"
+    assert status(replace(at_head, current="0001")) == "0001 (head is 0002)"
+    assert status(replace(at_head, current=None)) == (
+        "none: no table of the service yet (head is 0002)"
+    )
+    assert status(replace(at_head, current=None, adoptable="0001")).startswith(
+        "none recorded: the schema schema.sql made, which is 0001"
+    )
+    assert status(replace(at_head, current="0009", known=False)) == (
+        "0009: not a revision of this release (its head is 0002)"
+    )
+
+    nothing = Migration(
+        before="0002", adopted=None, after="0002", head="0002", applied=(), undone=()
+    )
+
+    def migration(done: Migration) -> str:
+        return cli_migrate.describe_migration(done)
+
+    assert migration(nothing) == "already at 0002 (head)"
+    assert migration(replace(nothing, before=None, applied=("0001", "0002"))) == (
+        "upgraded base -> 0002 (head)"
+    )
+    assert migration(replace(nothing, before=None, adopted="0001", applied=("0002",))) == (
+        "recorded the schema schema.sql made as 0001; upgraded 0001 -> 0002 (head)"
+    )
+    assert migration(replace(nothing, after=None, undone=("0002", "0001"))) == (
+        "downgraded 0002 -> base (head is 0002)"
+    )

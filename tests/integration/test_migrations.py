@@ -461,7 +461,7 @@ async def test_the_migrate_command(settings: Settings) -> None:
     assert refused.code == 2
     assert messages(refused.err) == [
         f"followup-consumer: going down from {HEAD} to 0001 undoes 0002: Drops "
-        "scheduled_followups.cancelled_by: which cancellations were an operator's.; "
+        "scheduled_followups.cancelled_by (which cancellations were an operator's); "
         "repeat with --yes to do it"
     ]
     assert await recorded_revision(url) == HEAD

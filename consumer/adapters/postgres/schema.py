@@ -175,7 +175,7 @@ def chain() -> Chain:
     for s in scripts:
         downgrade = getattr(s.module, "downgrade", None)
         doc = ((downgrade.__doc__ if downgrade is not None else None) or "").strip()
-        losses[s.revision] = doc.splitlines()[0] if doc else "(not documented)"
+        losses[s.revision] = doc.splitlines()[0].rstrip(".") if doc else "(not documented)"
     return Chain(tuple(s.revision for s in scripts), losses)
 
 

@@ -38,7 +38,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drops scheduled_followups.cancelled_by: which cancellations were an operator's.
+    """Drops scheduled_followups.cancelled_by (which cancellations were an operator's).
 
     An upgrade again re-derives it with the rule above, except for an operator's
     cancellation of a post-event follow-up with no active booking left, which then

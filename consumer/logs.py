@@ -39,3 +39,11 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # aiokafka is chatty at INFO about every coordinator step.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    # Alembic tells at INFO what it sets up on every run; of its lines only "Running
+    # upgrade ..." and "Running downgrade ..." are news.
+    logging.getLogger("alembic.runtime.plugins").setLevel(max(logging.WARNING, root.level))
+    logging.getLogger("alembic.runtime.migration").addFilter(_alembic_news)
+
+
+def _alembic_news(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(("Context impl", "Will assume"))

@@ -102,7 +102,7 @@ def _utc_required(value: datetime) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class FollowupRow:
-    """One row of `scheduled_followups` (the columns of `postgres/sql/schema.sql`)."""
+    """One row of `scheduled_followups` (its columns: `postgres/migrations/versions/`)."""
 
     id: str
     user_id: str

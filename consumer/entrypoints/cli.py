@@ -1,5 +1,5 @@
-"""`followup-consumer` command line: run, migrate, replay, and the operator commands
-(followups list/show/cancel/schedule, erase-user, health; see consumer/cli_ops.py)."""
+"""`followup-consumer` command line: run, migrate (cli_migrate.py), replay, and the
+operator commands (followups list/show/cancel/schedule, erase-user, health; cli_ops.py)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="consume the input topics and dispatch due follow-ups")
-    sub.add_parser("migrate", help="create or update the database schema (idempotent)")
+    _migrate_command(sub)
     replay = sub.add_parser(
         "replay", help="re-read the input topics into the projections (backfill; idempotent)"
     )
@@ -47,6 +47,31 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _operator_commands(sub)
     return parser
+
+
+def _migrate_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    migrate = sub.add_parser(
+        "migrate",
+        help="bring the database schema to this release's newest revision (safe to repeat)",
+        description="Without options: upgrade to head, under an advisory lock (instances "
+        "may run it at once); a database made by the schema.sql of earlier releases is "
+        "adopted. Exit 1 (--current): not at head; 2: a downgrade without --yes, or a "
+        "role that may not migrate; 5: database unreachable; 6: the schema is a newer "
+        "release's, or not one this release knows.",
+    )
+    what = migrate.add_mutually_exclusive_group()
+    what.add_argument(
+        "--to",
+        metavar="REV",
+        type=_revision,
+        help="up or down to this revision ('head', or 'base': before the first)",
+    )
+    what.add_argument(
+        "--current", action="store_true", help="print the revision the database is at"
+    )
+    migrate.add_argument(
+        "--yes", action="store_true", help="really go down (it drops what it undoes)"
+    )
 
 
 def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,6 +157,12 @@ def _identifier(value: str) -> str:
     return value
 
 
+def _revision(value: str) -> str:
+    if not (value.isascii() and value.replace("_", "").isalnum() and len(value) <= 32):
+        raise argparse.ArgumentTypeError(f"not a revision id: {value!r}")
+    return value
+
+
 def _limit(value: str) -> int:
     try:
         number = int(value)
@@ -180,17 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra={"events": report.events, "dead": report.dead_lettered, "rate": report.rate},
         )
         return 0
+    if args.command == "migrate":
+        from consumer.entrypoints import cli_migrate
+
+        return cli_migrate.execute(args, settings)
     from consumer.entrypoints import runner
 
-    if args.command == "migrate":
-        if not asyncio.run(runner.run_migrations(settings)):
-            sys.stderr.write(
-                "followup-consumer: this database role may not change the schema; "
-                "run `followup-consumer migrate` as the schema's owner\n"
-            )
-            return EXIT_USAGE
-        log.info("schema is up to date")
-        return 0
     if settings.workers > 1:
         from consumer.entrypoints.workers import supervise
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_UNHEALTHY = 1
-EXIT_USAGE = 2  # bad arguments, invalid configuration, erase-user without --yes
+EXIT_NOT_AT_HEAD = 1  # migrate --current: the schema is not at this release's newest revision
+EXIT_USAGE = 2  # bad arguments, invalid configuration, erase-user or a downgrade without --yes
 EXIT_NOT_PENDING = 3
 EXIT_LIMIT_REACHED = 4
 EXIT_UNAVAILABLE = 5  # the database did not answer or refused the query
+EXIT_SCHEMA = 6  # migrate: the schema is a newer release's, or none this release recognises

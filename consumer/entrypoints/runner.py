@@ -22,7 +22,7 @@ from consumer.adapters.kafka import (
     fetch_records,
     make_consumer,
 )
-from consumer.bootstrap import Clock, Wired, build, store_from_settings, utc_now
+from consumer.bootstrap import Clock, Wired, build, utc_now
 from consumer.config import Settings
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 DRAIN_SECONDS = 15.0
 KAFKA_COMMIT_SECONDS = 5.0
 
-__all__ = ["Service", "run_migrations", "run_service", "utc_now"]
+__all__ = ["Service", "run_service", "utc_now"]
 
 
 class Service:
@@ -288,12 +288,3 @@ async def run_service(settings: Settings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop.set)
     await service.run()
-
-
-async def run_migrations(settings: Settings) -> bool:
-    """`followup-consumer migrate`; False when this role may not change the schema."""
-    store = store_from_settings(settings, pool_size=1)
-    try:
-        return await store.migrate()
-    finally:
-        await store.close()

@@ -13,6 +13,7 @@ import re
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,9 +72,9 @@ def _dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
-@pytest.fixture
-async def database_url(services: Services) -> AsyncIterator[str]:
-    """A fresh, empty database for one test, dropped afterwards."""
+@asynccontextmanager
+async def fresh_database(services: Services) -> AsyncIterator[str]:
+    """A fresh, empty database (its postgresql+asyncpg URL), dropped afterwards."""
     name = f"t_{uuid.uuid4().hex[:12]}"
     admin = await asyncpg.connect(_dsn(services.database_url))
     try:
@@ -81,12 +82,21 @@ async def database_url(services: Services) -> AsyncIterator[str]:
     finally:
         await admin.close()
     base, _, _ = services.database_url.rpartition("/")
-    yield f"{base}/{name}"
-    admin = await asyncpg.connect(_dsn(services.database_url))
     try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        yield f"{base}/{name}"
     finally:
-        await admin.close()
+        admin = await asyncpg.connect(_dsn(services.database_url))
+        try:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+async def database_url(services: Services) -> AsyncIterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    async with fresh_database(services) as url:
+        yield url
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
+from consumer.adapters.postgres import schema
 from consumer.adapters.postgres.store import PostgresStore, create_engine, migrate
 from consumer.adapters.wire import WireDecoder
 from consumer.config import Settings
@@ -38,6 +39,7 @@ from tests.integration.helpers import (
     wait_consumed,
     wait_until,
 )
+from tests.integration.test_cli import cli, messages
 
 pytestmark = pytest.mark.integration
 
@@ -250,6 +252,36 @@ async def test_script_converges_and_refuses_superusers(app_role: AppRole) -> Non
     missing = await apply_script(app_role.admin, password="no role given")
     assert missing.returncode != 0
     assert '"role" is not set' in missing.stderr
+
+
+async def test_migrate_under_the_role_is_refused_before_it_changes_anything(
+    app_role: AppRole, settings: Settings
+) -> None:
+    role_url = app_role.url.render_as_string(hide_password=False)
+    engine = create_engine(role_url)
+    try:
+        assert await PostgresStore(engine, "lp-group").migrate() is False
+        with pytest.raises(schema.NotPermitted, match="as the schema's owner"):
+            await schema.migrate(engine, "0001", allow_downgrade=True)
+        with pytest.raises(schema.NotPermitted):
+            await schema.status(engine)
+    finally:
+        await engine.dispose()
+    as_role = settings.model_copy(update={"database_url": role_url})
+    for argv in (["migrate"], ["migrate", "--to", "base", "--yes"], ["migrate", "--current"]):
+        refused = await cli(as_role, *argv)
+        assert refused.code == 2, refused
+        [line] = messages(refused.err)
+        assert line.startswith("followup-consumer: this database role may not change the schema")
+    owner = create_engine(app_role.admin.render_as_string(hide_password=False))
+    try:
+        found = await schema.status(owner)
+    finally:
+        await owner.dispose()
+    assert found.at_head
+    assert await _grants(app_role.admin, app_role.name) == {
+        (t, p) for t in TABLES for p in DATA_ACCESS
+    }
 
 
 @dataclass(frozen=True)

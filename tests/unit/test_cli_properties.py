@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import subprocess
 import sys
 from argparse import Namespace
@@ -43,6 +44,8 @@ PREFIXES = [
     [],
     ["run"],
     ["migrate"],
+    ["migrate", "--to"],
+    ["migrate", "--current"],
     ["replay"],
     ["replay", "--since"],
     ["followups"],
@@ -61,7 +64,8 @@ PREFIXES = [
 ]
 FLAGS = [
     "--json", "--yes", "--user", "--conversation", "--message", "--at", "--since", "--limit",
-    "--status", "--trigger", "--no-progress", "--", "-", "--user=", "--limit=0",
+    "--status", "--trigger", "--no-progress", "--", "-", "--user=", "--limit=0", "--to",
+    "--current",
 ]  # fmt: skip
 # What argv holds when the bytes were not UTF-8: Python's surrogateescape.
 not_utf8 = st.binary(min_size=1, max_size=8).map(lambda b: os.fsdecode(b"\xff" + b))
@@ -131,6 +135,8 @@ def test_any_command_line_parses_to_valid_values_or_exits_2(argv: list[str]) -> 
             assert timestamp_problem(value) is None, (name, value)
     if getattr(got, "limit", None) is not None:
         assert 1 <= got.limit <= LIST_LIMIT_MAX
+    if getattr(got, "to", None) is not None:
+        assert re.fullmatch(r"[A-Za-z0-9_]{1,32}", got.to), got.to
 
 
 @SETTINGS

@@ -300,7 +300,6 @@ NEXT_DUE_AT = text(
 
 TRY_ADVISORY_LOCK = text("SELECT pg_try_advisory_lock(hashtext(:k))")
 ADVISORY_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(:k))")
-MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 INACTIVE_WITHOUT_REENGAGEMENT = text(
     # A pre-filter only: `rules.sweep_reengagement` decides, under lock, for each
     # user returned. It must never leave out a user the rule would pick.
@@ -349,4 +348,19 @@ FIGURES = text(
     "count(*) FILTER (WHERE status = 'executed' AND executed_at >= :midnight) "
     "AS executed_today FROM scheduled_followups "
     "WHERE status = 'pending' OR (status = 'executed' AND executed_at >= :midnight)"
+)
+
+# --- schema migrations (schema.py) ---------------------------------------------------------
+
+MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+# What a database without a recorded revision has of the service's tables.
+SCHEMA_COLUMNS = text(
+    "SELECT c.relname, a.attname FROM pg_attribute a "
+    "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = current_schema() AND c.relkind = 'r' AND c.relname = ANY(:tables) "
+    "AND a.attnum > 0 AND NOT a.attisdropped"
+)
+SCHEMA_INDEXES = text(
+    "SELECT indexname FROM pg_indexes "
+    "WHERE schemaname = current_schema() AND tablename = ANY(:tables)"
 )

@@ -1,5 +1,5 @@
-"""The PostgreSQL store: the only code that talks to the database (with
-`engine`, which creates and migrates it). Implements `service.ports.Store`.
+"""The PostgreSQL store: the only code that talks to the database (with `engine`,
+which connects, and `schema`, which migrates it). Implements `service.ports.Store`.
 
 Ingest: `PostgresUnitOfWork` locks and loads the rows a batch touches, then
 writes back what changed and the consumer offsets, all in one transaction, with
@@ -11,22 +11,18 @@ records the outcome only while it still holds that lease.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer.adapters.postgres import rows, sql
-from consumer.adapters.postgres.engine import create_engine, migrate
-from consumer.adapters.postgres.errors import (
-    INSUFFICIENT_PRIVILEGE,
-    sqlstate,
-    translated,
-    translating,
-)
+from consumer.adapters.postgres.engine import create_engine
+from consumer.adapters.postgres.errors import translated, translating
+from consumer.adapters.postgres.schema import NotPermitted, SchemaAhead, migrate
 from consumer.domain.model import Followup, Status, TriggerType, reengagement_id
 from consumer.domain.working_set import WorkingSet
 from consumer.service.ports import (
@@ -39,6 +35,8 @@ from consumer.service.ports import (
     FollowupView,
     Partition,
 )
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PostgresStore", "PostgresUnitOfWork", "create_engine", "migrate", "upsert_followups"]
 
@@ -162,14 +160,20 @@ class PostgresStore:
         return cls(create_engine(database_url, pool_size=pool_size), group_id)
 
     async def migrate(self) -> bool:
-        """Bring the schema up to date; False when this role may not (least privilege)."""
+        """Bring the schema up to date; False when this role may not (least privilege).
+
+        A schema a newer release migrated is left as it is: every revision keeps the
+        previous release's code working (an instance restarting mid-roll, or the
+        code rolled back before the schema)."""
         try:
-            with translated():
-                await migrate(self.engine)
-        except DBAPIError as exc:
-            if sqlstate(exc) != INSUFFICIENT_PRIVILEGE:
-                raise
+            await migrate(self.engine)
+        except NotPermitted:
             return False
+        except SchemaAhead as exc:
+            log.warning(
+                "the schema is a newer release's; left as it is",
+                extra={"revision": exc.current, "head": exc.head},
+            )
         return True
 
     async def close(self) -> None:

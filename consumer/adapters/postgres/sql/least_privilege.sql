@@ -14,7 +14,9 @@
 -- Intended deployment: a privileged migrator (the schema's owner) runs
 -- `followup-consumer migrate`; the service runs as this role with
 --   DATABASE_URL=postgresql+asyncpg://followups_app:PASSWORD@HOST:PORT/followups
--- Run this script again whenever a migration adds a table.
+-- Run this script again whenever a migration adds a table. The table alembic_version
+-- (the schema's revision) stays the owner's: the role may not read it, and
+-- `followup-consumer migrate` under the role is refused before it changes anything.
 
 \set ON_ERROR_STOP on
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_NOT_FOUND = 1
 EXIT_UNHEALTHY = 1
+EXIT_INCOMPLETE = 1  # tail --max N --timeout S: fewer than N records within S seconds
 EXIT_USAGE = 2  # bad arguments, invalid configuration, erase-user without --yes
 EXIT_NOT_PENDING = 3
 EXIT_LIMIT_REACHED = 4
-EXIT_UNAVAILABLE = 5  # the database did not answer or refused the query
+EXIT_UNAVAILABLE = 5  # the database (or Kafka, for produce-sample and tail) did not answer
+EXIT_INTERRUPTED = 130  # produce-sample stopped by SIGINT or SIGTERM (128 + SIGINT)

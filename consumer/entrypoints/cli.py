@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from consumer.domain.limits import (
 )
 from consumer.domain.model import Status, TriggerType
 from consumer.entrypoints.exit_codes import EXIT_USAGE
+from consumer.entrypoints.local_services import settings_from_services
 from consumer.entrypoints.sample import parse_duration
 from consumer.logs import configure_logging
 
@@ -234,7 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     try:
-        settings: Settings = load_settings()
+        # From a checkout, what the environment lacks comes from `scripts/services up`.
+        settings: Settings = load_settings(
+            **settings_from_services(os.environ, Settings.model_fields)
+        )
     except ConfigError as exc:
         sys.stderr.write(f"followup-consumer: {exc}\n")
         return EXIT_USAGE

@@ -230,8 +230,9 @@ def format_sent(
         "",
         f"The post-event follow-up of booking {printable(story.booking_id)} falls due at "
         f"{due_local:%H:%M:%S %Z} on {due_local:%a %d %b %Y}, {when}",
-        f"(FOLLOWUP_DELAY_HOURS={delay_hours:g} after the event); `followup-consumer run` "
-        f"then publishes it to {printable(due_topic)}. Watch it with",
+        f"(FOLLOWUP_DELAY_HOURS={delay_hours:g} after its event); a running "
+        "`followup-consumer run` then",
+        f"publishes it to {printable(due_topic)}. Watch it with:",
         f"  followup-consumer followups list --user {printable(story.user_id)}",
         "  followup-consumer tail",
     ]

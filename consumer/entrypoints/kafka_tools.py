@@ -80,6 +80,11 @@ def execute(args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
                 on_signal=EXIT_OK,
             )
         )
+    except BrokenPipeError:
+        # `tail | head`: the reader has all it wants. Point stdout at /dev/null so that
+        # flushing it at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (KafkaError, OSError, TimeoutError) as exc:
         _error(f"Kafka at {settings.kafka_bootstrap_servers}: {_described(exc)}")
         return EXIT_UNAVAILABLE
@@ -206,10 +211,6 @@ async def tail(
         if max_records is not None:
             _note(f"tail: {count.printed} of {max_records} records within {stop_after:g} s")
             return EXIT_INCOMPLETE
-    except BrokenPipeError:
-        # `tail | head`: the reader has all it wants. Point stdout at /dev/null so that
-        # flushing it at exit does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 

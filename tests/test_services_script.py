@@ -202,6 +202,8 @@ def test_up_starts_all_and_prints_env(instance: Instance) -> None:
     assert instance.first_up.returncode == 0, instance.first_up.stderr
     # stdout is exactly the shell lines, so `eval "$(scripts/services up)"` works.
     assert instance.first_up.stdout == EXPECTED_ENV
+    # ... and the same lines in a file, where the CLI of this checkout finds them.
+    assert (instance.state_dir / "env").read_text() == EXPECTED_ENV
     assert "kafka: broker ready" in instance.first_up.stderr
     assert "registry: ready" in instance.first_up.stderr
     assert _alive(instance.kafka_pid())

@@ -335,10 +335,15 @@ def make_reader(settings: Settings, **options: Any) -> AIOKafkaConsumer:
 
 async def input_partitions(settings: Settings) -> list[TopicPartition]:
     """Every partition of the input topics that exist."""
+    return await partitions_of(settings, list(settings.input_topics))
+
+
+async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
+    """Every partition of those of `topics` that exist."""
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        described = await admin.describe_topics(list(settings.input_topics))
+        described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()
     return sorted(

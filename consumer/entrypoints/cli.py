@@ -1,14 +1,16 @@
-"""`followup-consumer` command line: run, migrate (cli_migrate.py), replay, and the
-operator commands (followups list/show/cancel/schedule, erase-user, health; cli_ops.py)."""
+"""`followup-consumer` command line: run, migrate (cli_migrate.py), replay, the
+operator commands (followups list/show/cancel/schedule, erase-user, health; cli_ops.py),
+and the tools to watch it work (produce-sample, tail; kafka_tools.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from consumer.config import ConfigError, Settings, load_settings
 from consumer.domain.limits import (
@@ -20,12 +22,15 @@ from consumer.domain.limits import (
 )
 from consumer.domain.model import Status, TriggerType
 from consumer.entrypoints.exit_codes import EXIT_USAGE
+from consumer.entrypoints.local_services import settings_from_services
+from consumer.entrypoints.sample import parse_duration
 from consumer.logs import configure_logging
 
 log = logging.getLogger("consumer.entrypoints.cli")
 
 
 OPERATOR_COMMANDS = frozenset({"followups", "erase-user", "health"})
+KAFKA_TOOLS = frozenset({"produce-sample", "tail"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _operator_commands(sub)
+    _kafka_tools(sub)
     return parser
 
 
@@ -133,6 +139,53 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     _json_flag(health)
 
 
+def _kafka_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sample = sub.add_parser(
+        "produce-sample",
+        help="send one user's sample story to the input topics and say when it fires",
+        description="Sends a booking whose post-event follow-up falls due --due-in from now, "
+        "three emotion scores in its conversation and two activities, all for one user; "
+        "prints each event and when the follow-up will fire.",
+    )
+    sample.add_argument("--user", type=_identifier, help="user id (default: a new user-xxxxxx)")
+    sample.add_argument(
+        "--due-in",
+        type=_duration,
+        default=timedelta(seconds=60),
+        metavar="DURATION",
+        help="the follow-up falls due this long from now: 90s, 5m, 2h (default 60s)",
+    )
+    sample.add_argument(
+        "--format", choices=["json", "avro"], default="json", help="wire format (default json)"
+    )
+
+    tail = sub.add_parser(
+        "tail",
+        help="print the records of followup.due or followup.dlq as they come",
+        description="Prints each record of the output topic, decoded; for dead letters "
+        "where they came from and why. Runs until Ctrl-C, --max or --timeout.",
+    )
+    tail.add_argument(
+        "topic",
+        nargs="?",
+        choices=["followup.due", "followup.dlq"],
+        default="followup.due",
+        help="which output topic (its name is TOPIC_FOLLOWUP_DUE or TOPIC_DLQ; "
+        "default followup.due)",
+    )
+    tail.add_argument(
+        "--from-beginning", action="store_true", help="every record, not only new ones"
+    )
+    tail.add_argument("--max", type=_count, metavar="N", help="stop after N records")
+    tail.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="stop after S seconds (exit 1 if --max was given and not reached)",
+    )
+    _json_flag(tail)
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
@@ -173,6 +226,30 @@ def _limit(value: str) -> int:
     return number
 
 
+def _duration(value: str) -> timedelta:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _seconds(value: str) -> float:
+    seconds = _duration(value).total_seconds()
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0: {value!r}")
+    return seconds
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from exc
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {number}")
+    return number
+
+
 def _message(value: str) -> str:
     problem = message_problem(value)
     if problem is not None:
@@ -190,14 +267,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_USAGE
     try:
-        settings: Settings = load_settings()
+        # From a checkout, what the environment lacks comes from `scripts/services up`.
+        settings: Settings = load_settings(
+            **settings_from_services(os.environ, Settings.model_fields)
+        )
     except ConfigError as exc:
         sys.stderr.write(f"followup-consumer: {exc}\n")
         return EXIT_USAGE
-    configure_logging(settings.log_level)
+    # The Kafka tools say what they do themselves; their logs are for trouble only.
+    quiet = args.command in KAFKA_TOOLS and settings.log_level.upper() == "INFO"
+    configure_logging("WARNING" if quiet else settings.log_level)
     # Heavy imports (Kafka, SQLAlchemy, FastAPI) only once the configuration is valid.
     from consumer.bootstrap import utc_now
 
+    if args.command in KAFKA_TOOLS:
+        from consumer.entrypoints import kafka_tools
+
+        return kafka_tools.execute(args, settings, utc_now)
     if args.command in OPERATOR_COMMANDS:
         from consumer.entrypoints import cli_ops
 

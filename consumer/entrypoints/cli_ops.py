@@ -32,6 +32,7 @@ from consumer.entrypoints.exit_codes import (
     EXIT_UNHEALTHY,
     EXIT_USAGE,
 )
+from consumer.entrypoints.terminal import printable
 from consumer.service.health import HealthReport, lag_of
 from consumer.service.operations import CancelResult, FollowupView, LimitReached, Operations
 from consumer.service.ports import Unavailable
@@ -300,19 +301,6 @@ async def _health(settings: Settings, clock: Clock, *, as_json: bool) -> int:
 # --- formatting (pure, no I/O) --------------------------------------------------------
 
 TABLE_COLUMNS = ("id", "user", "trigger", "status", "scheduled_at", "template")
-
-
-def printable(value: object) -> str:
-    """One line of terminal-safe text: control characters (newlines, escape
-    sequences in a user id, say) shown escaped rather than acted on."""
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.isoformat(timespec="seconds")
-    text = str(value)
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:

@@ -50,10 +50,20 @@ def test_the_environment_wins_and_only_settings_are_taken() -> None:
     assert missing_settings({}, exports, FIELDS) == {
         "kafka_bootstrap_servers": "127.0.0.1:19092",
         "database_url": "postgresql+asyncpg://postgres@127.0.0.1:15432/followups",
-    }  # SCHEMA_REGISTRY_URL is not a setting of this service
-    given = {"DATABASE_URL": "postgresql+asyncpg://me@db/x"}
+        "schema_registry_url": "http://127.0.0.1:18081/apis/ccompat/v7",
+    }
+    given = {
+        "DATABASE_URL": "postgresql+asyncpg://me@db/x",
+        "SCHEMA_REGISTRY_URL": "http://registry:8081",
+    }
     assert missing_settings(given, exports, FIELDS) == {
         "kafka_bootstrap_servers": "127.0.0.1:19092"
+    }
+    # Only settings are taken: another variable in the file is left alone.
+    assert missing_settings({}, {"PATH": "/x", **exports}, FIELDS).keys() == {
+        "kafka_bootstrap_servers",
+        "database_url",
+        "schema_registry_url",
     }
     # Settings are case-insensitive: a lower-case variable counts as set.
     assert "database_url" not in missing_settings({"database_url": "x"}, exports, FIELDS)

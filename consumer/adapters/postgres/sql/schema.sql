@@ -43,6 +43,11 @@ WHERE status = 'cancelled' AND cancelled_by IS NULL AND (
     OR (trigger_type = 'post_event'
         AND jsonb_array_length(coalesce(trigger_data->'active_booking_ids', '[]'::jsonb)) > 0)
 );
+-- Quiet hours and the daily cap: why a pending follow-up waits past scheduled_at
+-- ('quiet_hours', 'daily_cap'; due_at says until when), and when a dispatcher
+-- approved sending it (counted against the cap while its lease is live).
+ALTER TABLE scheduled_followups ADD COLUMN IF NOT EXISTS held_reason varchar(16);
+ALTER TABLE scheduled_followups ADD COLUMN IF NOT EXISTS approved_at timestamptz;
 
 CREATE INDEX IF NOT EXISTS idx_followups_status_scheduled
     ON scheduled_followups (status, scheduled_at);

@@ -45,6 +45,7 @@ def policy_from_settings(s: Settings) -> Policy:
         history_limit=s.emotion_history_limit,
         max_pending_per_user=s.max_pending_followups_per_user,
         max_lateness=s.max_lateness,
+        sending=s.sending_window,
     )
 
 

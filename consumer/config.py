@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.domain.sending_window import QuietHours, SendingWindow
+
 
 class ConfigError(Exception):
     """An environment variable has a value the service cannot run with."""
@@ -32,6 +34,10 @@ class Settings(BaseSettings):
     emotion_checkin_delay_hours: float = Field(24, ge=0)
     max_pending_followups_per_user: int = Field(10, ge=1)
     max_lateness_hours: float = Field(48, gt=0)
+    # Local wall-clock window in each user's time zone ("21:00-08:00"); empty: off.
+    quiet_hours: str = ""
+    # Follow-ups sent per user per local calendar day; 0: no cap.
+    max_sends_per_user_per_day: int = Field(0, ge=0)
     retention_days: int = Field(90, ge=1)
     max_retries: int = Field(5, ge=0)
 
@@ -99,6 +105,12 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str) -> str:
+        QuietHours.parse(value)  # a ValueError names what is wrong
+        return value.strip()
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_url(cls, value: str) -> str:
@@ -146,6 +158,10 @@ class Settings(BaseSettings):
     @property
     def timezone(self) -> ZoneInfo:
         return ZoneInfo(self.scheduler_timezone)
+
+    @property
+    def sending_window(self) -> SendingWindow:
+        return SendingWindow(QuietHours.parse(self.quiet_hours), self.max_sends_per_user_per_day)
 
     @property
     def max_lateness(self) -> timedelta:

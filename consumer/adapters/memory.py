@@ -63,7 +63,9 @@ from consumer.service.ports import (
     Figures,
     FiringFacts,
     FollowupView,
+    Hold,
     Partition,
+    SendGate,
     Unavailable,
     ValueRefused,
 )
@@ -122,6 +124,8 @@ class FollowupRow:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     cancelled_by: str | None = None  # OPERATOR, or None: a rule cancelled it
+    held_reason: str | None = None  # quiet_hours, daily_cap: why due_at is later
+    approved_at: datetime | None = None  # a dispatcher's go-ahead (the daily cap)
 
     def claimable(self, now: datetime) -> bool:
         """`lease_until IS NULL OR lease_until < now` (CLAIM_DUE, NEXT_DUE_AT, CANCEL)."""
@@ -462,6 +466,7 @@ class MemoryStore:
                     due_at=at,
                     status=f.status.value,
                     cancelled_at=_utc(f.cancelled_at),
+                    held_reason=None,
                 )
 
     # --- service.ports.Store ---
@@ -594,6 +599,48 @@ class MemoryStore:
                 status=Status.FAILED.value if retry_at is None else row.status,
                 due_at=row.due_at if retry_at is None else _utc_required(retry_at),
             )
+
+    @asynccontextmanager
+    async def send_gate(
+        self,
+        owner: str,
+        user_ids: Sequence[str],
+        ids: Sequence[str],
+        now: datetime,
+        since: datetime | None,
+    ) -> AsyncIterator[SendGate]:
+        """GATE_LOCK_USERS (seeding missing rows), GATE_SENDS, GATE_APPROVE, GATE_HOLD
+        in one write: serialized with every other write, as the row locks serialize
+        gates on the same users."""
+        async with self._write("send_gate") as t:
+            users = sorted(set(user_ids))
+            for u in users:
+                self._check_text("user_projection.user_id", u, 255)
+                t.users.setdefault(u, UserState(u))
+            zones = {u: tz for u in users if (tz := t.users[u].timezone)}
+            sends: dict[str, list[datetime]] = {}
+            if since is not None:
+                _count_sends(t, set(users), set(ids), now, since, sends)
+
+            async def approve(approved: Sequence[str], at: datetime) -> None:
+                for id_ in approved:
+                    row = t.followups.get(id_)
+                    if row and row.lease_owner == owner and row.status == Status.PENDING.value:
+                        t.followups[id_] = replace(row, approved_at=_utc(at), held_reason=None)
+
+            async def hold(holds: Sequence[Hold]) -> None:
+                for h in holds:
+                    row = t.followups.get(h.id)
+                    if row and row.lease_owner == owner and row.status == Status.PENDING.value:
+                        t.followups[h.id] = replace(
+                            row,
+                            due_at=_utc_required(h.due_at),
+                            held_reason=h.reason,
+                            lease_owner=None,
+                            lease_until=None,
+                        )
+
+            yield SendGate(zones, sends, approve, hold)
 
     async def next_due_at(self, now: datetime) -> datetime | None:
         async with self._read() as t:
@@ -732,6 +779,32 @@ def _delete_where_user(rows: MutableMapping[str, _Row], user_id: str) -> int:
     return len(gone)
 
 
+def _count_sends(
+    t: _Tables,
+    users: set[str],
+    ids: set[str],
+    now: datetime,
+    since: datetime,
+    into: dict[str, list[datetime]],
+) -> None:
+    """GATE_SENDS: executed since `since`, and approved under a live lease (not `ids`)."""
+    for row in t.followups.values():
+        if row.user_id not in users:
+            continue
+        at: datetime | None = None
+        if row.status == Status.EXECUTED.value:
+            at = row.executed_at
+        elif (
+            row.status == Status.PENDING.value
+            and row.lease_until is not None
+            and row.lease_until > now
+            and row.id not in ids
+        ):
+            at = row.approved_at
+        if at is not None and at >= since:
+            into.setdefault(row.user_id, []).append(at)
+
+
 def _blocks_sweep(f: FollowupRow, last_activity: datetime) -> bool:
     """INACTIVE_WITHOUT_REENGAGEMENT's NOT EXISTS: a pending re-engagement, or a
     closed one sent (or given up) for this activity or a later one."""
@@ -840,6 +913,8 @@ class Tally:
     lateness: list[float] = field(default_factory=list)
     publish_errors: Counter[TriggerType] = field(default_factory=Counter)
     gave_up: Counter[TriggerType] = field(default_factory=Counter)
+    holds: Counter[str] = field(default_factory=Counter)  # by reason
+    held_expirations: Counter[str] = field(default_factory=Counter)
 
     def batch_applied(self, outcome: BatchOutcome, events: int) -> None:
         self.batches += 1
@@ -852,6 +927,13 @@ class Tally:
     def executed(self, trigger: TriggerType, template_id: str, lateness: float) -> None:
         self.executions[(trigger, template_id)] += 1
         self.lateness.append(lateness)
+
+    def held(self, trigger: TriggerType, reason: str, *, expired: bool) -> None:
+        if expired:
+            self.held_expirations[reason] += 1
+            self.expirations[trigger] += 1
+        else:
+            self.holds[reason] += 1
 
     def publish_error(self, trigger: TriggerType, *, gave_up: bool) -> None:
         self.publish_errors[trigger] += 1

@@ -60,6 +60,18 @@ class Metrics:
             ["trigger_type"],
             registry=r,
         )
+        self.held_total = Counter(
+            "followups_held",
+            "Follow-ups held past their time, by reason (quiet_hours, daily_cap)",
+            ["trigger_type", "reason"],
+            registry=r,
+        )
+        self.held_expired = Counter(
+            "followups_held_expired",
+            "Follow-ups expired because a hold would pass MAX_LATENESS, by reason",
+            ["trigger_type", "reason"],
+            registry=r,
+        )
         self.firing_latency = Histogram(
             "followup_firing_latency_seconds",
             "Publish time minus scheduled_at",
@@ -95,6 +107,13 @@ class Metrics:
         self.publish_errors.labels(trigger.value).inc()
         if gave_up:
             self.failed.labels(trigger.value).inc()
+
+    def held(self, trigger: TriggerType, reason: str, *, expired: bool) -> None:
+        if expired:
+            self.held_expired.labels(trigger.value, reason).inc()
+            self.expired_total.labels(trigger.value).inc()
+        else:
+            self.held_total.labels(trigger.value, reason).inc()
 
     def batch_applied(self, outcome: BatchOutcome, events: int) -> None:
         for topic, n in outcome.applied.items():

@@ -97,6 +97,8 @@ class Followup:
     in_flight: bool = False
     # Cancelled by an operator, not by a rule: a fact the rules never undo.
     operator_cancelled: bool = False
+    # custom: the operator chose to send it even inside the user's quiet hours.
+    ignore_quiet_hours: bool = False
 
     @property
     def is_open(self) -> bool:

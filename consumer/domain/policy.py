@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from consumer.domain.model import Status
+from consumer.domain.sending_window import SendingWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,8 @@ class Policy:
     score_history_cap: int = 500
     max_pending_per_user: int = 10
     max_lateness: timedelta = timedelta(hours=48)
+    # QUIET_HOURS and MAX_SENDS_PER_USER_PER_DAY, in each user's local time.
+    sending: SendingWindow = field(default_factory=SendingWindow)
 
     def too_late(self, scheduled_at: datetime, now: datetime) -> bool:
         """Older than MAX_LATENESS (backfill, long outage): never worth sending."""

@@ -123,6 +123,11 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     schedule.add_argument(
         "--at", type=_aware_datetime, required=True, help="when (ISO-8601 with offset)"
     )
+    schedule.add_argument(
+        "--ignore-quiet-hours",
+        action="store_true",
+        help="send at --at even inside the user's QUIET_HOURS (the daily cap still applies)",
+    )
     _json_flag(schedule)
 
     erase = sub.add_parser(

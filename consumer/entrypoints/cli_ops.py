@@ -92,6 +92,7 @@ def _command(args: argparse.Namespace) -> OperationsCommand:
             conversation_id=args.conversation,
             message=args.message,
             at=args.at,
+            ignore_quiet_hours=args.ignore_quiet_hours,
             as_json=args.json,
         )
     raise AssertionError(f"unknown followups action {action!r}")
@@ -183,10 +184,15 @@ async def _schedule(
     message: str,
     at: datetime,
     as_json: bool,
+    ignore_quiet_hours: bool = False,
 ) -> int:
     try:
         view = await ops.schedule_custom(
-            user_id=user_id, conversation_id=conversation_id, message=message, at=at
+            user_id=user_id,
+            conversation_id=conversation_id,
+            message=message,
+            at=at,
+            ignore_quiet_hours=ignore_quiet_hours,
         )
     except LimitReached as exc:
         raise Failed(f"not scheduled: {exc}", EXIT_LIMIT_REACHED) from exc
@@ -300,7 +306,7 @@ async def _health(settings: Settings, clock: Clock, *, as_json: bool) -> int:
 
 # --- formatting (pure, no I/O) --------------------------------------------------------
 
-TABLE_COLUMNS = ("id", "user", "trigger", "status", "scheduled_at", "template")
+TABLE_COLUMNS = ("id", "user", "trigger", "status", "scheduled_at", "sends_at", "held", "template")
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -314,7 +320,19 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 def format_table(views: Sequence[FollowupView]) -> str:
     return table(
         TABLE_COLUMNS,
-        ((v.id, v.user_id, v.trigger_type, v.status, v.scheduled_at, v.template_id) for v in views),
+        (
+            (
+                v.id,
+                v.user_id,
+                v.trigger_type,
+                v.status,
+                v.scheduled_at,
+                v.sends_at,
+                v.held_reason,
+                v.template_id,
+            )
+            for v in views
+        ),
     )
 
 

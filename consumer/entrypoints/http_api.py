@@ -115,6 +115,8 @@ class CustomFollowupIn(BaseModel):
     conversation_id: OptionalId = ""
     message: MessageText
     scheduled_at: Instant
+    # Send at scheduled_at even inside the user's QUIET_HOURS (the daily cap applies).
+    ignore_quiet_hours: bool = False
 
 
 # --- answers, as the OpenAPI schema declares them ------------------------------------
@@ -137,6 +139,12 @@ class FollowupOut(BaseModel):
     error_message: str | None
     retry_count: int
     trigger_data: dict[str, Any]
+    sends_at: DateTime | None = Field(
+        None, description="pending: when it will go out (later than scheduled_at when held)"
+    )
+    held_reason: Literal["quiet_hours", "daily_cap"] | None = Field(
+        None, description="pending and held: why it waits past scheduled_at"
+    )
 
 
 class CancelledOut(BaseModel):
@@ -353,6 +361,7 @@ def _writing_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
                 conversation_id=body.conversation_id,
                 message=body.message,
                 at=body.scheduled_at,
+                ignore_quiet_hours=body.ignore_quiet_hours,
             )
         except LimitReached as exc:
             raise HTTPException(409, str(exc)) from exc

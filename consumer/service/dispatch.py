@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from consumer.domain.model import Followup
 from consumer.domain.policy import Policy, RetryPolicy
+from consumer.domain.sending_window import Verdict, plan_send, sends_per_day
 from consumer.domain.templates import FiringContext, choose_template, render
 from consumer.service.ports import (
     Cipher,
@@ -31,6 +32,7 @@ from consumer.service.ports import (
     DuePublisher,
     Executed,
     FiringFacts,
+    Hold,
     NoTelemetry,
     Telemetry,
 )
@@ -66,6 +68,11 @@ def due_record(
         "booking_id": (f.active_booking_ids or f.booking_ids or (None,))[0],
         "attempt": attempt,
     }
+
+
+def user_zone(zone: str | None, policy: Policy) -> ZoneInfo:
+    """The user's time zone (from their bookings), else SCHEDULER_TIMEZONE."""
+    return ZoneInfo(zone) if zone else policy.default_timezone
 
 
 def firing_context(f: Followup, facts: FiringFacts, policy: Policy) -> FiringContext:
@@ -174,6 +181,8 @@ class Dispatcher:
             for c in stale:
                 self.telemetry.expired(c.followup.trigger_type)
             log.info("expired without sending", extra={"count": len(stale)})
+        if fresh and self.policy.sending.active:
+            fresh = await self._gate(fresh, now)
         if fresh:
             await self._send(fresh, now)
         log.debug(
@@ -181,6 +190,56 @@ class Dispatcher:
             extra={"claimed": len(claimed), "seconds": round(time.perf_counter() - started, 4)},
         )
         return len(claimed)
+
+    async def _gate(
+        self, claimed: Sequence[ClaimedFollowup], now: datetime
+    ) -> list[ClaimedFollowup]:
+        """Quiet hours and the daily cap, in each user's zone, under the lock of their
+        row: what may go out now; the rest is held (released with a later `due_at`,
+        still pending) or, when that would pass MAX_LATENESS, expired."""
+        window = self.policy.sending
+        users = sorted({c.followup.user_id for c in claimed})
+        ids = [c.followup.id for c in claimed]
+        # A local day is at most 26 hours long and started at most that long ago.
+        since = now - timedelta(hours=50) if window.daily_cap > 0 else None
+        go: list[ClaimedFollowup] = []
+        holds: list[tuple[ClaimedFollowup, Hold]] = []
+        expire: list[tuple[ClaimedFollowup, str]] = []
+        async with self.store.send_gate(self.owner, users, ids, now, since) as gate:
+            sent = {u: list(gate.sends.get(u, ())) for u in users}
+            for c in claimed:
+                f = c.followup
+                zone = user_zone(gate.zones.get(f.user_id), self.policy)
+                plan = plan_send(
+                    now,
+                    f.scheduled_at,
+                    zone,
+                    window,
+                    sends_per_day(sent[f.user_id], zone),
+                    self.policy.max_lateness,
+                    quiet_applies=not f.ignore_quiet_hours,
+                )
+                reason = plan.moment.reason.value if plan.moment.reason else ""
+                if plan.verdict is Verdict.SEND:
+                    go.append(c)
+                    sent[f.user_id].append(now)
+                elif plan.verdict is Verdict.HOLD:
+                    holds.append((c, Hold(f.id, plan.moment.at, reason)))
+                else:
+                    expire.append((c, reason))
+            await gate.approve([c.followup.id for c in go], now)
+            await gate.hold([h for _, h in holds])
+        if expire:
+            await self.store.mark_expired(self.owner, [c.followup.id for c, _ in expire])
+        for c, reason in expire:
+            self.telemetry.held(c.followup.trigger_type, reason, expired=True)
+        for c, h in holds:
+            self.telemetry.held(c.followup.trigger_type, h.reason, expired=False)
+            log.info(
+                "follow-up held",
+                extra={"followup_id": h.id, "reason": h.reason, "sends_at": h.due_at},
+            )
+        return go
 
     async def _send(self, claimed: Sequence[ClaimedFollowup], now: datetime) -> None:
         facts = await self.store.firing_facts([c.followup for c in claimed])

@@ -80,8 +80,16 @@ class Operations:
         return await self.store.cancel_followup(id_, self.clock())
 
     async def schedule_custom(
-        self, *, user_id: str, conversation_id: str, message: str, at: datetime
+        self,
+        *,
+        user_id: str,
+        conversation_id: str,
+        message: str,
+        at: datetime,
+        ignore_quiet_hours: bool = False,
     ) -> FollowupView:
+        """`ignore_quiet_hours`: send it at `at` even inside the user's quiet hours
+        (the daily cap still applies)."""
         now = self.clock()
         followup = Followup(
             id=str(uuid.uuid4()),
@@ -90,6 +98,7 @@ class Operations:
             trigger_type=TriggerType.CUSTOM,
             scheduled_at=at,
             custom_message=self.cipher.seal(message),
+            ignore_quiet_hours=ignore_quiet_hours,
         )
         async with self.store.transaction() as tx:
             # Same locks as ingest: the limit is checked against a stable count.

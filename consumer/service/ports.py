@@ -9,7 +9,7 @@ service layer imports nothing else from outside the domain.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -163,6 +163,26 @@ class Executed:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A claimed follow-up released to go out later (quiet hours, daily cap)."""
+
+    id: str
+    due_at: datetime
+    reason: str
+
+
+@dataclass
+class SendGate:
+    """The send gate's transaction: the users' rows locked, their zones, and the
+    sends that count against the daily cap (since the `since` given)."""
+
+    zones: Mapping[str, str]
+    sends: Mapping[str, Sequence[datetime]]
+    approve: Callable[[Sequence[str], datetime], Awaitable[None]]
+    hold: Callable[[Sequence[Hold]], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class FollowupView:
     """A stored follow-up as an operator sees it."""
@@ -181,6 +201,10 @@ class FollowupView:
     error_message: str | None
     retry_count: int
     trigger_data: dict[str, Any]
+    # Pending: when the dispatcher will next try it (scheduled_at, or later: held by
+    # quiet hours or the daily cap, or a retry); `held_reason` says which hold.
+    sends_at: datetime | None = None
+    held_reason: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -237,6 +261,20 @@ class DispatchStore(Protocol):
         self, owner: str, id_: str, error: str, retry_at: datetime | None, *, counts: bool = True
     ) -> None: ...
     async def next_due_at(self, now: datetime) -> datetime | None: ...
+    def send_gate(
+        self,
+        owner: str,
+        user_ids: Sequence[str],
+        ids: Sequence[str],
+        now: datetime,
+        since: datetime | None,
+    ) -> AbstractAsyncContextManager[SendGate]:
+        """One transaction: lock the users' rows (created if missing), read their
+        zones and, unless `since` is None, the sends counted against the cap
+        (executed since `since`, and approved under a live lease, except `ids`).
+        `approve` marks our claimed follow-ups as being sent (they count from now
+        on), `hold` releases ours with a later `due_at` and the reason."""
+        ...
 
 
 class PeriodicStore(Protocol):
@@ -305,6 +343,7 @@ class Telemetry(Protocol):
     def expired(self, trigger: TriggerType) -> None: ...
     def executed(self, trigger: TriggerType, template_id: str, lateness: float) -> None: ...
     def publish_error(self, trigger: TriggerType, *, gave_up: bool) -> None: ...
+    def held(self, trigger: TriggerType, reason: str, *, expired: bool) -> None: ...
 
 
 class NoTelemetry:
@@ -320,4 +359,7 @@ class NoTelemetry:
         pass
 
     def publish_error(self, trigger: TriggerType, *, gave_up: bool) -> None:
+        pass
+
+    def held(self, trigger: TriggerType, reason: str, *, expired: bool) -> None:
         pass

@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -73,9 +74,11 @@ async def wait_until(
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Service]:
-    """The real service, in this process, until the block ends."""
-    service = Service(settings)
+async def running(
+    settings: Settings, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[Service]:
+    """The real service, in this process, until the block ends (on `clock`, if given)."""
+    service = Service(settings, clock) if clock is not None else Service(settings)
     task = asyncio.create_task(service.run())
     try:
         yield service

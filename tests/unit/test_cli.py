@@ -203,7 +203,7 @@ def test_health_parses() -> None:
 
 def test_table_of_followups() -> None:
     views = [
-        view(),
+        view(sends_at=T0 + timedelta(hours=2), held_reason="quiet_hours"),
         view(
             id="0b7d2c1e-9a4f-5e3b-8c6d-1f2e3a4b5c6d",
             user_id="user-with-a-long-id",
@@ -215,16 +215,19 @@ def test_table_of_followups() -> None:
     ]
     assert cli_ops.format_table(views).splitlines() == [
         "id                                    user                 trigger     status    "
-        "scheduled_at               template",
+        "scheduled_at               sends_at                   held         template",
         "f-1                                   u1                   custom      pending   "
-        "2026-05-01T09:00:00+00:00  -",
+        "2026-05-01T09:00:00+00:00  2026-05-01T11:00:00+00:00  quiet_hours  -",
         "0b7d2c1e-9a4f-5e3b-8c6d-1f2e3a4b5c6d  user-with-a-long-id  post_event  executed  "
-        "2026-04-30T22:15:07+00:00  post_event_positive",
+        "2026-04-30T22:15:07+00:00  -                          -            post_event_positive",
     ]
 
 
 def test_table_of_nothing_is_the_header() -> None:
-    assert cli_ops.format_table([]) == "id  user  trigger  status  scheduled_at  template\n"
+    assert (
+        cli_ops.format_table([])
+        == "id  user  trigger  status  scheduled_at  sends_at  held  template\n"
+    )
 
 
 def test_table_escapes_control_characters() -> None:
@@ -244,7 +247,7 @@ def test_show_lists_every_field() -> None:
     assert set(fields) == {
         "id", "user_id", "conversation_id", "trigger_type", "status", "scheduled_at",
         "executed_at", "cancelled_at", "created_at", "template_id", "message_content",
-        "error_message", "retry_count", "trigger_data.booking_ids",
+        "error_message", "retry_count", "sends_at", "held_reason", "trigger_data.booking_ids",
         "trigger_data.custom_message",
     }  # fmt: skip
     assert fields["id"] == "f-1"

@@ -40,6 +40,8 @@ def trigger_data(f: Followup) -> dict[str, Any]:
         data["last_activity"] = f.activity_basis.isoformat()
     if f.custom_message is not None:
         data["custom_message"] = f.custom_message
+    if f.ignore_quiet_hours:
+        data["ignore_quiet_hours"] = True
     return data
 
 
@@ -66,6 +68,7 @@ def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
         cancelled_at=row["cancelled_at"],
         in_flight=lease_until is not None and lease_until > now,
         operator_cancelled=row.get("cancelled_by") == OPERATOR,
+        ignore_quiet_hours=bool(data.get("ignore_quiet_hours", False)),
     )
 
 
@@ -177,4 +180,7 @@ def view(row: Any) -> FollowupView:
         error_message=row.error_message,
         retry_count=row.retry_count,
         trigger_data=json.loads(row.trigger_data) if row.trigger_data else {},
+        # When it will go out: its due_at (a hold or a retry moves it), while pending.
+        sends_at=row.due_at if row.status == Status.PENDING.value else None,
+        held_reason=row.held_reason if row.status == Status.PENDING.value else None,
     )

@@ -31,7 +31,7 @@ _FOLLOWUP_F = ", ".join(f"f.{c}" for c in FOLLOWUP_COLUMNS)
 VIEW_COLUMNS = (
     "id, user_id, conversation_id, trigger_type, status, scheduled_at, executed_at, "
     "cancelled_at, created_at, template_id, message_content, error_message, retry_count, "
-    "trigger_data::text AS trigger_data"
+    "trigger_data::text AS trigger_data, due_at, held_reason"
 )
 
 # --- ingest: lock, load, write back -------------------------------------------------------
@@ -234,7 +234,7 @@ UPSERT_FOLLOWUPS = text(
     "trigger_data = EXCLUDED.trigger_data, scheduled_at = EXCLUDED.scheduled_at, "
     "due_at = EXCLUDED.due_at, status = EXCLUDED.status, "
     "cancelled_at = EXCLUDED.cancelled_at, lease_owner = NULL, lease_until = NULL, "
-    "updated_at = now() "
+    "held_reason = NULL, updated_at = now() "
     "WHERE " + _NOT_FIXED.format(t="scheduled_followups")
 )
 DELETE_FOLLOWUPS = text(
@@ -252,6 +252,37 @@ CLAIM_DUE = text(
     "  ORDER BY due_at LIMIT :limit FOR UPDATE SKIP LOCKED) "
     "UPDATE scheduled_followups AS f SET lease_owner = :owner, "
     f"lease_until = :until FROM due WHERE f.id = due.id RETURNING {_FOLLOWUP_F}"
+)
+# The send gate (QUIET_HOURS, MAX_SENDS_PER_USER_PER_DAY): one transaction holding
+# the claimed follow-ups' users' rows (the lock ingest takes first too, in the same
+# order), so that two dispatchers never both count a day's last allowed send.
+GATE_LOCK_USERS = text(
+    "SELECT user_id, timezone FROM user_projection "
+    "WHERE user_id = ANY(CAST(:keys AS varchar[])) ORDER BY user_id FOR UPDATE"
+)
+GATE_SENDS = text(
+    # What counts: sent (executed), and approved by a dispatcher whose lease is live
+    # (being published right now), except the follow-ups being decided.
+    "SELECT f.user_id, f.executed_at AS at FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
+    "JOIN scheduled_followups AS f ON f.user_id = u.user_id AND f.status = 'executed' "
+    "WHERE f.executed_at >= :since "
+    "UNION ALL SELECT f.user_id, f.approved_at FROM unnest(CAST(:users AS varchar[])) "
+    "AS u(user_id) JOIN scheduled_followups AS f ON f.user_id = u.user_id "
+    "AND f.status = 'pending' WHERE f.lease_until > :now AND f.approved_at >= :since "
+    "AND NOT (f.id = ANY(CAST(:ids AS varchar[])))"
+)
+GATE_APPROVE = text(
+    "UPDATE scheduled_followups SET approved_at = :now, held_reason = NULL, "
+    "updated_at = now() WHERE id = ANY(CAST(:ids AS varchar[])) "
+    "AND lease_owner = :owner AND status = 'pending'"
+)
+GATE_HOLD = text(
+    # Released with a later due_at; scheduled_at stays the original.
+    "UPDATE scheduled_followups AS f SET due_at = v.at, held_reason = v.reason, "
+    "lease_owner = NULL, lease_until = NULL, updated_at = now() "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:ats AS timestamptz[]), "
+    "CAST(:reasons AS varchar[])) AS v(id, at, reason) "
+    "WHERE f.id = v.id AND f.lease_owner = :owner AND f.status = 'pending'"
 )
 FIRING_SCORES = text(
     "SELECT conversation_id, history::text AS history FROM conversation_emotions "

@@ -33,7 +33,9 @@ from consumer.service.ports import (
     Figures,
     FiringFacts,
     FollowupView,
+    Hold,
     Partition,
+    SendGate,
 )
 
 log = logging.getLogger(__name__)
@@ -272,6 +274,52 @@ class PostgresStore:
                     "step": 1 if counts else 0,
                 },
             )
+
+    @asynccontextmanager
+    async def send_gate(
+        self,
+        owner: str,
+        user_ids: Sequence[str],
+        ids: Sequence[str],
+        now: datetime,
+        since: datetime | None,
+    ) -> AsyncIterator[SendGate]:
+        """The users' rows locked (the lock ingest takes first, in the same order) for
+        the whole decision: two dispatchers deciding for one user go one after the other."""
+        users = sorted(set(user_ids))
+        with translated():
+            async with self.engine.begin() as conn:
+                await conn.execute(sql.SEED["user_projection"], {"keys": users})
+                locked = await conn.execute(sql.GATE_LOCK_USERS, {"keys": users})
+                zones = {r.user_id: r.timezone for r in locked if r.timezone}
+                sends: dict[str, list[datetime]] = {}
+                if since is not None:
+                    found = await conn.execute(
+                        sql.GATE_SENDS,
+                        {"users": users, "ids": list(ids), "now": now, "since": since},
+                    )
+                    for r in found:
+                        sends.setdefault(r.user_id, []).append(r.at)
+
+                async def approve(approved: Sequence[str], at: datetime) -> None:
+                    if approved:
+                        await conn.execute(
+                            sql.GATE_APPROVE, {"ids": list(approved), "owner": owner, "now": at}
+                        )
+
+                async def hold(holds: Sequence[Hold]) -> None:
+                    if holds:
+                        await conn.execute(
+                            sql.GATE_HOLD,
+                            {
+                                "ids": [h.id for h in holds],
+                                "ats": [h.due_at for h in holds],
+                                "reasons": [h.reason for h in holds],
+                                "owner": owner,
+                            },
+                        )
+
+                yield SendGate(zones, sends, approve, hold)
 
     @translating
     async def next_due_at(self, now: datetime) -> datetime | None:

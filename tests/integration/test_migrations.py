@@ -460,9 +460,10 @@ async def test_the_migrate_command(settings: Settings) -> None:
     refused = await cli(settings, "migrate", "--to", "0001")
     assert refused.code == 2
     assert messages(refused.err) == [
-        f"followup-consumer: going down from {HEAD} to 0001 undoes 0002: Drops "
-        "scheduled_followups.cancelled_by (which cancellations were an operator's); "
-        "repeat with --yes to do it"
+        f"followup-consumer: going down from {HEAD} to 0001 undoes 0003: Drops "
+        "scheduled_followups.held_reason and approved_at (why a follow-up is held); "
+        "0002: Drops scheduled_followups.cancelled_by (which cancellations were an "
+        "operator's); repeat with --yes to do it"
     ]
     assert await recorded_revision(url) == HEAD
     down = await cli(settings, "migrate", "--to", "0001", "--yes")
@@ -475,7 +476,7 @@ async def test_the_migrate_command(settings: Settings) -> None:
     unknown = await cli(settings, "migrate", "--to", "0042")
     assert unknown.code == 2
     assert messages(unknown.err) == [
-        "followup-consumer: no revision '0042' in this release (it has 0001, 0002, and head, base)"
+        "followup-consumer: no revision '0042' in this release (it has 0001, 0002, 0003, and head, base)"
     ]
     async with connected(url) as conn:
         await conn.execute("UPDATE alembic_version SET version_num = '9999'")

@@ -34,6 +34,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="python -m bench.compare", description=__doc__.split("\n\n")[0]
     )
     p.add_argument("--baseline", default="main", help="git revision to compare with")
+    p.add_argument(
+        "--candidates",
+        nargs="*",
+        default=[],
+        metavar="REV",
+        help="git revisions to compare with the baseline (default: the working tree)",
+    )
     p.add_argument("--events", type=int, default=200_000)
     p.add_argument("--users", type=int, default=20_000)
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2])
@@ -48,8 +55,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 async def _run(args: argparse.Namespace) -> None:
     ep = endpoints()
-    variants = [checkout(args.baseline), working_tree()]
-    print(f"comparing {variants[0].name} ({variants[0].directory}) with {variants[1].name}")
+    candidates = [checkout(ref) for ref in args.candidates] or [working_tree()]
+    variants = [checkout(args.baseline), *candidates]
+    print(f"comparing {', '.join(v.name for v in variants)} (the first is the baseline)")
     if not args.skip_ingest:
         print(f"ingest: {args.events:,} events, {args.users:,} users", flush=True)
         figures = await compare_ingest(

@@ -476,7 +476,8 @@ async def test_the_migrate_command(settings: Settings) -> None:
     unknown = await cli(settings, "migrate", "--to", "0042")
     assert unknown.code == 2
     assert messages(unknown.err) == [
-        "followup-consumer: no revision '0042' in this release (it has 0001, 0002, 0003, and head, base)"
+        "followup-consumer: no revision '0042' in this release "
+        "(it has 0001, 0002, 0003, and head, base)"
     ]
     async with connected(url) as conn:
         await conn.execute("UPDATE alembic_version SET version_num = '9999'")

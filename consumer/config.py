@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class ConfigError(Exception):
     """An environment variable has a value the service cannot run with."""
@@ -60,6 +62,8 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(300.0, gt=0)
 
     log_level: str = "INFO"
+    # auto: text on a terminal, JSON lines otherwise (a file, a pipe, a log collector).
+    log_format: Literal["auto", "text", "json"] = "auto"
 
     # Operations: HTTP beside the consumer (health, metrics, admin API).
     http_host: str = "127.0.0.1"
@@ -88,6 +92,14 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
+        return level
+
     @field_validator("database_url")
     @classmethod
     def _asyncpg_url(cls, value: str) -> str:
@@ -112,6 +124,13 @@ class Settings(BaseSettings):
         return ZoneInfo(self.scheduler_timezone)
 
     @property
+    def database_location(self) -> str:
+        """Where DATABASE_URL points, for messages: host:port/database, no credentials."""
+        rest = self.database_url.split("://", 1)[-1]
+        hosts, _, path = rest.rpartition("@")[2].partition("/")
+        return f"{hosts or 'localhost'}/{path.split('?', 1)[0]}"
+
+    @property
     def max_lateness(self) -> timedelta:
         return timedelta(hours=self.max_lateness_hours)
 
@@ -132,6 +151,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from exc

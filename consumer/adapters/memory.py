@@ -437,6 +437,9 @@ class MemoryStore:
     async def migrate(self) -> bool:
         return True
 
+    async def ping(self) -> None:
+        await asyncio.sleep(0)
+
     async def close(self) -> None:
         pass
 
@@ -790,7 +793,7 @@ class MemoryDeadLetters:
     async def send(self, dead: Sequence[DeadLetter]) -> None:
         await asyncio.sleep(0)
         if not self.reachable:
-            raise Unavailable("memory: the dead-letter topic is unreachable")
+            raise Unavailable("the dead-letter topic is unreachable (memory)", resource="kafka")
         self.sent.extend(dead)
 
 

@@ -26,6 +26,8 @@ log = logging.getLogger("consumer.entrypoints.cli")
 
 
 OPERATOR_COMMANDS = frozenset({"followups", "erase-user", "health"})
+# Commands whose logs are the output (the others print a result and log warnings only).
+LONG_RUNNING = frozenset({"run", "replay"})
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,10 +163,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings: Settings = load_settings()
     except ConfigError as exc:
-        sys.stderr.write(f"followup-consumer: {exc}\n")
-        return EXIT_USAGE
-    configure_logging(settings.log_level)
+        return _failed(str(exc), EXIT_USAGE)
+    # The operator commands print a result: only warnings and errors beside it.
+    quiet = args.command not in LONG_RUNNING
+    configure_logging(
+        settings.log_level, settings.log_format, at_least=logging.WARNING if quiet else 0
+    )
     # Heavy imports (Kafka, SQLAlchemy, FastAPI) only once the configuration is valid.
+    from consumer.entrypoints.startup import StartupFailed
+
+    try:
+        return _dispatch(args, settings)
+    except StartupFailed as exc:
+        return _failed(str(exc), exc.code)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.bootstrap import utc_now
 
     if args.command in OPERATOR_COMMANDS:
@@ -184,12 +198,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "migrate":
         if not asyncio.run(runner.run_migrations(settings)):
-            sys.stderr.write(
-                "followup-consumer: this database role may not change the schema; "
-                "run `followup-consumer migrate` as the schema's owner\n"
+            return _failed(
+                "this database role may not change the schema; "
+                "run `followup-consumer migrate` as the schema's owner",
+                EXIT_USAGE,
             )
-            return EXIT_USAGE
-        log.info("schema is up to date")
+        sys.stdout.write("schema is up to date\n")
         return 0
     if settings.workers > 1:
         from consumer.entrypoints.workers import supervise
@@ -197,6 +211,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise(settings.workers)
     asyncio.run(runner.run_service(settings))
     return 0
+
+
+def _failed(message: str, code: int) -> int:
+    sys.stderr.write(f"followup-consumer: {message}\n")
+    sys.stderr.flush()
+    return code
 
 
 if __name__ == "__main__":

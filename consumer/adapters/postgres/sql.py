@@ -270,6 +270,7 @@ NEXT_DUE_AT = text(
 
 # --- periodic work ---------------------------------------------------------------------------
 
+PING = text("SELECT 1")
 TRY_ADVISORY_LOCK = text("SELECT pg_try_advisory_lock(hashtext(:k))")
 ADVISORY_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(:k))")
 MIGRATION_LOCK = text("SELECT pg_advisory_xact_lock(:k)")

@@ -189,10 +189,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from consumer.entrypoints.replay import replay
 
         report = asyncio.run(replay(settings, utc_now, args.since, progress=not args.no_progress))
-        log.info(
-            "replayed",
-            extra={"events": report.events, "dead": report.dead_lettered, "rate": report.rate},
-        )
+        sys.stdout.write(report.summary() + "\n")
         return 0
     from consumer.entrypoints import runner
 

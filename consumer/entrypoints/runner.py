@@ -211,7 +211,7 @@ class Service:
         return await retrying(
             lambda: self.parts.ingestor.apply(prepared),
             retry_on=Unavailable,
-            what="batch (infrastructure unavailable)",
+            what="ingest",
             stop=self.stop,
         )
 

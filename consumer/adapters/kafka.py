@@ -317,6 +317,31 @@ def make_reader(settings: Settings, **options: Any) -> AIOKafkaConsumer:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """The consumer group as the broker's coordinator sees it."""
+
+    state: str  # Stable, PreparingRebalance, CompletingRebalance, Empty, Dead
+    members: int
+
+
+async def group_state(settings: Settings) -> GroupState:
+    """How many members KAFKA_GROUP_ID has right now (none: no instance is running)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        responses = await admin.describe_consumer_groups([settings.kafka_group_id])
+    finally:
+        await admin.close()
+    for response in responses:
+        for error_code, group, state, _type, _protocol, members, *_ in response.groups:
+            if group == settings.kafka_group_id:
+                if error_code:
+                    raise KafkaError(f"describing group {group!r}: error code {error_code}")
+                return GroupState(str(state), len(members))
+    return GroupState("Dead", 0)
+
+
 async def input_partitions(settings: Settings) -> list[TopicPartition]:
     """Every partition of the input topics that exist."""
     admin = AIOKafkaAdminClient(**client_options(settings))

@@ -55,7 +55,7 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     followups = sub.add_parser("followups", help="list, show, cancel or schedule follow-ups")
     fsub = followups.add_subparsers(dest="action", required=True)
 
-    listing = fsub.add_parser("list", help="follow-ups, latest scheduled first")
+    listing = fsub.add_parser("list", help="follow-ups, newest first (by creation time)")
     listing.add_argument("--user", type=_identifier, help="only this user's")
     listing.add_argument("--status", choices=[s.value for s in Status], help="only this status")
     listing.add_argument(
@@ -81,7 +81,9 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     _json_flag(cancel)
 
     schedule = fsub.add_parser(
-        "schedule", help="schedule a custom follow-up (exit 4: the user's limit is reached)"
+        "schedule",
+        help="schedule a custom follow-up (exit 4: the user's limit is reached; "
+        "6: the time is past MAX_LATENESS_HOURS)",
     )
     schedule.add_argument("--user", type=_identifier, required=True, help="user id")
     schedule.add_argument("--conversation", type=_identifier, required=True, help="conversation id")

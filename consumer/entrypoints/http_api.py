@@ -46,7 +46,7 @@ from consumer.domain.limits import (
 )
 from consumer.domain.model import Status, TriggerType
 from consumer.service.health import HealthReport
-from consumer.service.operations import CancelResult, LimitReached, Operations
+from consumer.service.operations import CancelResult, LimitReached, Operations, TooLate
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +356,18 @@ def _writing_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
             )
         except LimitReached as exc:
             raise HTTPException(409, str(exc)) from exc
+        except TooLate as exc:
+            # Shaped like every other 422: the field, the rule, the value.
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "too_late",
+                        "loc": ("body", "scheduled_at"),
+                        "msg": str(exc),
+                        "input": body.scheduled_at,
+                    }
+                ]
+            ) from exc
         return FollowupOut.model_validate(created.as_json())
 
     @app.delete("/admin/users/{user_id}", dependencies=[Admin], responses=_ADMIN_ERRORS)

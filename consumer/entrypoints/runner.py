@@ -28,7 +28,7 @@ from consumer.config import Settings
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
 from consumer.entrypoints.startup import bind_http, database_failed, database_ready, kafka_step
-from consumer.service.health import HealthReport, lag_of
+from consumer.service.health import HealthReport, Probe, lag_of
 from consumer.service.ingest import PreparedBatch
 from consumer.service.ports import BatchOutcome, Unavailable
 from consumer.service.retry import Stopped, retrying
@@ -62,6 +62,8 @@ class Service:
                         self.parts.metrics,
                         self.health_report,
                         token.get_secret_value() if token else None,
+                        live=self.liveness,
+                        ready=self.readiness,
                     )
                 ),
                 settings.http_host,
@@ -132,6 +134,30 @@ class Service:
         for t in done:
             if t is not stopper and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
+
+    async def liveness(self) -> Probe:
+        """The loops are running (answering at all shows the event loop is not stuck)."""
+        loops = {name: not t.done() for name, t in self.tasks.items() if name != "http"}
+        return Probe(bool(loops) and all(loops.values()), {"loops": loops})
+
+    async def readiness(self) -> Probe:
+        """Able to do the work now: PostgreSQL answers and the consumer is in the group,
+        ingesting. Dispatch is not asked: it catches up by itself."""
+        database: str | None = None
+        try:
+            await asyncio.wait_for(self.parts.store.ping(), timeout=3)
+        except Exception as exc:
+            database = f"{type(exc).__name__}: {exc}"
+        ingest = self.tasks.get("ingest")
+        ingesting = ingest is not None and not ingest.done()
+        return Probe(
+            database is None and ingesting,
+            {
+                "database": {"reachable": database is None, "error": database},
+                "ingesting": ingesting,
+                "assigned_partitions": len(self.consumer.assignment()),
+            },
+        )
 
     async def health_report(self) -> HealthReport:
         """The old scheduler's figures (same names) plus consumer and database state."""

@@ -12,6 +12,17 @@ Status = Literal["healthy", "degraded", "unhealthy"]
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """The answer of a liveness or readiness probe: yes or no, and why."""
+
+    ok: bool
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "failing", **self.detail}
+
+
+@dataclass(frozen=True, slots=True)
 class PartitionLag:
     topic: str
     partition: int

@@ -172,3 +172,14 @@ def _heartbeat_answers(coordinator: Any) -> list[int]:
 
     coordinator._send_req = recording
     return answers
+
+
+async def test_workers_stop_when_one_cannot_start(settings: Settings) -> None:
+    """WORKERS=2: the worker whose port is taken says why and exits 8; the
+    supervisor stops the other and exits 8 too, instead of restarting it forever."""
+    with port_in_use() as port:
+        ran = await run(settings, WORKERS="2", HTTP_PORT=str(port), LOG_LEVEL="WARNING")
+    assert ran.code == EXIT_PORT_IN_USE, ran.err
+    assert f"followup-consumer: cannot serve HTTP on 127.0.0.1:{port} " in ran.err
+    assert "Traceback" not in ran.err
+    assert "restarting" not in ran.err

@@ -4,7 +4,7 @@
 it is not (a file, a pipe, a container's log collector); `text` and `json` force
 one. Call sites pass context with `extra={...}` (followup_id, user_id, topic,
 partition, offset, ...): JSON keeps it as fields to filter on, text appends it as
-key=value.
+key=value (except the fields named in `_said`, which the message already says).
 
 What the libraries say is sorted before it reaches anyone: APScheduler's job
 bookkeeping and uvicorn's access lines only at DEBUG; aiokafka's warnings and
@@ -75,7 +75,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S.%f")[:-3]
         source = "" if record.name.startswith("consumer") else f"{record.name}: "
-        extras = "".join(f"  {key}={_shown(value)}" for key, value in _fields(record).items())
+        said = getattr(record, "_said", ())
+        extras = "".join(
+            f"  {key}={_shown(value)}" for key, value in _fields(record).items() if key not in said
+        )
         text = f"{stamp} {record.levelname:<7} {source}{_message(record)}{extras}"
         if record.exc_info:
             text += "\n" + self.formatException(record.exc_info)

@@ -101,7 +101,13 @@ class Outages:
         if tried_at is not None and back is not None and tried_at < back:
             return
         down = self._down.get(failure.subject)
-        extra = {"outage": failure.subject, "reason": failure.reason, "retry_in": retry_in}
+        # The fields for a JSON reader; `_said`: the text line says them already.
+        extra = {
+            "outage": failure.subject,
+            "reason": failure.reason,
+            "retry_in": retry_in,
+            "_said": ("outage", "reason", "retry_in", "down_seconds"),
+        }
         if down is None:
             self._down[failure.subject] = _Down(now, failure.reason, now)
             self.log.warning(
@@ -139,7 +145,11 @@ class Outages:
             "%s after %s",
             failure.up(),
             _seconds(took),
-            extra={"outage": failure.subject, "down_seconds": round(took, 1)},
+            extra={
+                "outage": failure.subject,
+                "down_seconds": round(took, 1),
+                "_said": ("outage", "down_seconds"),
+            },
         )
 
 

@@ -268,7 +268,24 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _names(tps: Iterable[TopicPartition]) -> list[str]:
-    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
+    """One entry per topic, runs of partitions shortened: `booking.confirmed[0-5]`."""
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for tp in tps:
+        by_topic[tp.topic].append(tp.partition)
+    return [f"{topic}[{_runs(sorted(ps))}]" for topic, ps in sorted(by_topic.items())]
+
+
+def _runs(numbers: Sequence[int]) -> str:
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(parts)
 
 
 class KafkaDuePublisher:

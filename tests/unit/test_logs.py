@@ -124,3 +124,12 @@ def test_above_routes_lines_through_the_writer_while_a_bar_is_shown() -> None:
     logging.getLogger("consumer.x").warning("after")
     assert [json.loads(line)["msg"] for line in written] == ["during"]
     assert [json.loads(line)["msg"] for line in out.getvalue().splitlines()] == ["after"]
+
+
+def test_partition_lists_are_short() -> None:
+    from aiokafka import TopicPartition
+
+    from consumer.adapters.kafka import _names
+
+    assigned = [TopicPartition("a", p) for p in (6, 0, 1, 2, 4, 7)] + [TopicPartition("b", 3)]
+    assert _names(assigned) == ["a[0-2,4,6-7]", "b[3]"]

@@ -2,8 +2,9 @@
 health. The same operations as the admin HTTP API (consumer.service.operations.Operations).
 
 Results go to stdout (a text table or JSON), messages about failures to stderr as
-plain text, logs to stderr as JSON lines. The `_write*` functions and `execute` are
-the only places that write to the terminal.
+one line of plain text, and nothing else: these commands log warnings and errors
+only (consumer.entrypoints.cli). The `_write*` functions and `execute` are the only
+places that write to the terminal.
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     HTTP_PORT=8080
 USER 10001:10001
 EXPOSE 8080
-# Liveness: GET /health answers 200 only while the instance is healthy (503 when the
-# database is unreachable, ingest stopped, or dispatch should run and does not).
-# TODO: point this at /health/live once the service has it (/health/ready for readiness).
-# The image has no curl: Python's urllib does the request.
+# Liveness: GET /health/live answers 200 while the ingest and dispatch loops run; an
+# outage of the database or the broker (which the service waits out) does not make the
+# container unhealthy. Readiness (/health/ready) and the full report (/health) are for
+# orchestrators and people. The image has no curl: Python's urllib does the request.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('HTTP_PORT', '8080'), timeout=4)"]
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ.get('HTTP_PORT', '8080'), timeout=4)"]
 ENTRYPOINT ["followup-consumer"]
 CMD ["run"]

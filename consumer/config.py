@@ -11,6 +11,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from consumer.domain.sending_window import QuietHours, SendingWindow
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class ConfigError(Exception):
     """An environment variable has a value the service cannot run with."""
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     retry_backoff_max_seconds: float = Field(300.0, gt=0)
 
     log_level: str = "INFO"
+    # auto: text on a terminal, JSON lines otherwise (a file, a pipe, a log collector).
+    log_format: Literal["auto", "text", "json"] = "auto"
 
     # Operations: HTTP beside the consumer (health, metrics, admin API).
     http_host: str = "127.0.0.1"
@@ -110,6 +114,14 @@ class Settings(BaseSettings):
     def _quiet_hours(cls, value: str) -> str:
         QuietHours.parse(value)  # a ValueError names what is wrong
         return value.strip()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)} (got {value!r})")
+        return level
 
     @field_validator("database_url")
     @classmethod
@@ -164,6 +176,13 @@ class Settings(BaseSettings):
         return SendingWindow(QuietHours.parse(self.quiet_hours), self.max_sends_per_user_per_day)
 
     @property
+    def database_location(self) -> str:
+        """Where DATABASE_URL points, for messages: host:port/database, no credentials."""
+        rest = self.database_url.split("://", 1)[-1]
+        hosts, _, path = rest.rpartition("@")[2].partition("/")
+        return f"{hosts or 'localhost'}/{path.split('?', 1)[0]}"
+
+    @property
     def max_lateness(self) -> timedelta:
         return timedelta(hours=self.max_lateness_hours)
 
@@ -190,4 +209,4 @@ def load_settings(**overrides: object) -> Settings:
 def _problem(loc: tuple[int | str, ...], msg: str) -> str:
     if not loc:  # a rule across variables: the message names them
         return msg.removeprefix("Value error, ")
-    return f"{'.'.join(str(p) for p in loc).upper()}: {msg}"
+    return f"{'.'.join(str(p) for p in loc).upper()}: {msg.removeprefix('Value error, ')}"

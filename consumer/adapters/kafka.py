@@ -46,6 +46,10 @@ from consumer.service.retry import retrying
 log = logging.getLogger(__name__)
 
 
+class KafkaConfigError(ValueError):
+    """The KAFKA_* security settings do not make a usable client (names the variables)."""
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
     """Connection options shared by every client (consumer, producer, admin).
 
@@ -54,7 +58,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     `KAFKA_SSL_CHECK_HOSTNAME`); SASL_PLAINTEXT and SASL_SSL get the mechanism
     (PLAIN unless `KAFKA_SASL_MECHANISM` says otherwise) and the credentials,
     which aiokafka names `sasl_plain_*` for SCRAM too. A SASL protocol without
-    credentials raises ValueError naming the missing variables.
+    credentials raises KafkaConfigError naming the missing variables.
     """
     protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {
@@ -63,7 +67,7 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
     if protocol in ("SSL", "SASL_SSL"):
         if settings.kafka_ssl_keyfile and not settings.kafka_ssl_certfile:
-            raise ValueError(
+            raise KafkaConfigError(
                 f"KAFKA_SECURITY_PROTOCOL={protocol}: KAFKA_SSL_KEYFILE is set but "
                 "KAFKA_SSL_CERTFILE is not (the client key needs its certificate)"
             )
@@ -85,7 +89,9 @@ def client_options(settings: Settings) -> dict[str, Any]:
             if not value
         ]
         if missing or password is None:
-            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}")
+            raise KafkaConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol} needs {' and '.join(missing)}"
+            )
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism or "PLAIN"
         options["sasl_plain_username"] = settings.kafka_sasl_username
         options["sasl_plain_password"] = password.get_secret_value()
@@ -95,8 +101,8 @@ def client_options(settings: Settings) -> dict[str, Any]:
 async def ensure_topics(settings: Settings, names: Iterable[str]) -> None:
     """Create missing topics; existing ones are left as they are."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [n for n in dict.fromkeys(names) if n not in existing]
         if missing:
@@ -172,7 +178,7 @@ class KafkaDeadLetters:
                             raise
                         trim, delivery = await self._start(d, trim=trim + 1)
         except (KafkaError, OSError, TimeoutError) as exc:
-            raise Unavailable(f"kafka: cannot publish dead letters: {exc!r}") from exc
+            raise Unavailable(f"cannot publish dead letters: {exc!r}", resource="kafka") from exc
 
     async def _start(self, d: DeadLetter, *, trim: int) -> tuple[int, asyncio.Future[Any]]:
         """Hand one letter to the producer, trimmed as far as it takes to fit."""
@@ -235,7 +241,8 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         # Let the batch in hand finish (and commit) before the partitions move on.
         async with self.batch_lock:
-            log.info("partitions revoked", extra={"partitions": _names(revoked)})
+            if revoked:  # (none on the first join)
+                log.info("partitions revoked", extra={"partitions": _names(revoked)})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         saved = await self._saved_offsets(assigned)
@@ -267,7 +274,24 @@ class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
 
 
 def _names(tps: Iterable[TopicPartition]) -> list[str]:
-    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)
+    """One entry per topic, runs of partitions shortened: `booking.confirmed[0-5]`."""
+    by_topic: dict[str, list[int]] = defaultdict(list)
+    for tp in tps:
+        by_topic[tp.topic].append(tp.partition)
+    return [f"{topic}[{_runs(sorted(ps))}]" for topic, ps in sorted(by_topic.items())]
+
+
+def _runs(numbers: Sequence[int]) -> str:
+    parts: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ",".join(parts)
 
 
 class KafkaDuePublisher:
@@ -333,6 +357,31 @@ def make_reader(settings: Settings, **options: Any) -> AIOKafkaConsumer:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """The consumer group as the broker's coordinator sees it."""
+
+    state: str  # Stable, PreparingRebalance, CompletingRebalance, Empty, Dead
+    members: int
+
+
+async def group_state(settings: Settings) -> GroupState:
+    """How many members KAFKA_GROUP_ID has right now (none: no instance is running)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        responses = await admin.describe_consumer_groups([settings.kafka_group_id])
+    finally:
+        await admin.close()
+    for response in responses:
+        for error_code, group, state, _type, _protocol, members, *_ in response.groups:
+            if group == settings.kafka_group_id:
+                if error_code:
+                    raise KafkaError(f"describing group {group!r}: error code {error_code}")
+                return GroupState(str(state), len(members))
+    return GroupState("Dead", 0)
+
+
 async def input_partitions(settings: Settings) -> list[TopicPartition]:
     """Every partition of the input topics that exist."""
     return await partitions_of(settings, list(settings.input_topics))
@@ -341,8 +390,8 @@ async def input_partitions(settings: Settings) -> list[TopicPartition]:
 async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
     """Every partition of those of `topics` that exist."""
     admin = AIOKafkaAdminClient(**client_options(settings))
-    await admin.start()
     try:
+        await admin.start()
         described = await admin.describe_topics(list(topics))
     finally:
         await admin.close()

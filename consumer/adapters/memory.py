@@ -474,6 +474,9 @@ class MemoryStore:
     async def migrate(self) -> bool:
         return True
 
+    async def ping(self) -> None:
+        await asyncio.sleep(0)
+
     async def close(self) -> None:
         pass
 
@@ -592,7 +595,8 @@ class MemoryStore:
                 return
             t.followups[id_] = replace(
                 row,
-                retry_count=row.retry_count + (1 if counts else 0),
+                # Retries given, not attempts: the last failure (given up) adds none.
+                retry_count=row.retry_count + (1 if counts and retry_at is not None else 0),
                 error_message=error,
                 lease_owner=None,
                 lease_until=None,
@@ -719,9 +723,9 @@ class MemoryStore:
                 and (status is None or row.status == status.value)
                 and (trigger_type is None or row.trigger_type == trigger_type.value)
             ]
-        # ORDER BY scheduled_at DESC, id
+        # ORDER BY created_at DESC, id: newest first
         found.sort(key=lambda row: row.id)
-        found.sort(key=lambda row: row.scheduled_at, reverse=True)
+        found.sort(key=lambda row: row.created_at, reverse=True)
         return [view(row) for row in found[: max(limit, 0)]]
 
     async def get_followup(self, id_: str) -> FollowupView | None:
@@ -897,7 +901,7 @@ class MemoryDeadLetters:
     async def send(self, dead: Sequence[DeadLetter]) -> None:
         await asyncio.sleep(0)
         if not self.reachable:
-            raise Unavailable("memory: the dead-letter topic is unreachable")
+            raise Unavailable("the dead-letter topic is unreachable (memory)", resource="kafka")
         self.sent.extend(dead)
 
 

@@ -30,6 +30,8 @@ log = logging.getLogger("consumer.entrypoints.cli")
 
 
 OPERATOR_COMMANDS = frozenset({"followups", "erase-user", "health"})
+# Commands whose logs are the output (the others print a result and log warnings only).
+LONG_RUNNING = frozenset({"run", "replay"})
 KAFKA_TOOLS = frozenset({"produce-sample", "tail"})
 
 
@@ -84,7 +86,7 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     followups = sub.add_parser("followups", help="list, show, cancel or schedule follow-ups")
     fsub = followups.add_subparsers(dest="action", required=True)
 
-    listing = fsub.add_parser("list", help="follow-ups, latest scheduled first")
+    listing = fsub.add_parser("list", help="follow-ups, newest first (by creation time)")
     listing.add_argument("--user", type=_identifier, help="only this user's")
     listing.add_argument("--status", choices=[s.value for s in Status], help="only this status")
     listing.add_argument(
@@ -110,7 +112,9 @@ def _operator_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     _json_flag(cancel)
 
     schedule = fsub.add_parser(
-        "schedule", help="schedule a custom follow-up (exit 4: the user's limit is reached)"
+        "schedule",
+        help="schedule a custom follow-up (exit 4: the user's limit is reached; "
+        "6: the time is past MAX_LATENESS_HOURS)",
     )
     schedule.add_argument("--user", type=_identifier, required=True, help="user id")
     schedule.add_argument("--conversation", type=_identifier, required=True, help="conversation id")
@@ -277,12 +281,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             **settings_from_services(os.environ, Settings.model_fields)
         )
     except ConfigError as exc:
-        sys.stderr.write(f"followup-consumer: {exc}\n")
-        return EXIT_USAGE
-    # The Kafka tools say what they do themselves; their logs are for trouble only.
-    quiet = args.command in KAFKA_TOOLS and settings.log_level.upper() == "INFO"
-    configure_logging("WARNING" if quiet else settings.log_level)
+        return _failed(str(exc), EXIT_USAGE)
+    # The operator commands print a result: only warnings and errors beside it.
+    quiet = args.command not in LONG_RUNNING
+    configure_logging(
+        settings.log_level, settings.log_format, at_least=logging.WARNING if quiet else 0
+    )
     # Heavy imports (Kafka, SQLAlchemy, FastAPI) only once the configuration is valid.
+    from consumer.entrypoints.startup import StartupFailed
+
+    try:
+        return _dispatch(args, settings)
+    except StartupFailed as exc:
+        return _failed(str(exc), exc.code)
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     from consumer.bootstrap import utc_now
 
     if args.command in KAFKA_TOOLS:
@@ -297,10 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from consumer.entrypoints.replay import replay
 
         report = asyncio.run(replay(settings, utc_now, args.since, progress=not args.no_progress))
-        log.info(
-            "replayed",
-            extra={"events": report.events, "dead": report.dead_lettered, "rate": report.rate},
-        )
+        sys.stdout.write(report.summary() + "\n")
         return 0
     if args.command == "migrate":
         from consumer.entrypoints import cli_migrate
@@ -314,6 +325,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return supervise(settings.workers)
     asyncio.run(runner.run_service(settings))
     return 0
+
+
+def _failed(message: str, code: int) -> int:
+    sys.stderr.write(f"followup-consumer: {message}\n")
+    sys.stderr.flush()
+    return code
 
 
 if __name__ == "__main__":

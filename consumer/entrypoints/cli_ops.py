@@ -2,8 +2,9 @@
 health. The same operations as the admin HTTP API (consumer.service.operations.Operations).
 
 Results go to stdout (a text table or JSON), messages about failures to stderr as
-plain text, logs to stderr as JSON lines. The `_write*` functions and `execute` are
-the only places that write to the terminal.
+one line of plain text, and nothing else: these commands log warnings and errors
+only (consumer.entrypoints.cli). The `_write*` functions and `execute` are the only
+places that write to the terminal.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from consumer.adapters.crypto import CipherError
-from consumer.adapters.kafka import input_partitions, make_reader
+from consumer.adapters.kafka import GroupState, group_state, input_partitions, make_reader
 from consumer.bootstrap import build_operations, store_from_settings
 from consumer.config import Settings
 from consumer.domain.model import Status, TriggerType
@@ -28,13 +29,20 @@ from consumer.entrypoints.exit_codes import (
     EXIT_NOT_FOUND,
     EXIT_NOT_PENDING,
     EXIT_OK,
+    EXIT_TOO_LATE,
     EXIT_UNAVAILABLE,
     EXIT_UNHEALTHY,
     EXIT_USAGE,
 )
 from consumer.entrypoints.terminal import printable
 from consumer.service.health import HealthReport, lag_of
-from consumer.service.operations import CancelResult, FollowupView, LimitReached, Operations
+from consumer.service.operations import (
+    CancelResult,
+    FollowupView,
+    LimitReached,
+    Operations,
+    TooLate,
+)
 from consumer.service.ports import Unavailable
 
 log = logging.getLogger("consumer.entrypoints.cli")
@@ -135,6 +143,8 @@ async def _list(
     )
     if as_json:
         _write_json([v.as_json() for v in views])
+    elif not views:
+        _write("no follow-ups\n")
     else:
         _write(format_table(views))
     return EXIT_OK
@@ -196,6 +206,8 @@ async def _schedule(
         )
     except LimitReached as exc:
         raise Failed(f"not scheduled: {exc}", EXIT_LIMIT_REACHED) from exc
+    except TooLate as exc:
+        raise Failed(f"not scheduled: {exc}", EXIT_TOO_LATE) from exc
     log.info(
         "custom follow-up scheduled by an operator",
         extra={"followup_id": view.id, "user_id": user_id},
@@ -227,8 +239,10 @@ async def check_health(
     store = store_from_settings(settings, pool_size=1)
     try:
         ops = build_operations(settings, store, clock)
-        (figures, db_error), (ends, kafka_error) = await asyncio.gather(
-            _figures(ops, each_seconds), _end_offsets(settings, each_seconds)
+        (figures, db_error), (ends, kafka_error), group = await asyncio.gather(
+            _figures(ops, each_seconds),
+            _end_offsets(settings, each_seconds),
+            _group(settings, each_seconds),
         )
         stored: dict[tuple[str, int], int] | None = None
         if db_error is None and ends:
@@ -243,6 +257,8 @@ async def check_health(
             kafka_error,
             figures,
             lag_of(dict(ends), stored),
+            members=group.members if group is not None else None,
+            group_state=group.state if group is not None else None,
         )
     finally:
         await store.close()
@@ -275,6 +291,16 @@ async def _end_offsets(
             await consumer.stop()
 
 
+async def _group(settings: Settings, each_seconds: float) -> GroupState | None:
+    """The group's members; None when Kafka did not say (its error is reported by
+    `_end_offsets`, which asks the same brokers)."""
+    try:
+        async with asyncio.timeout(each_seconds):
+            return await group_state(settings)
+    except Exception:  # aiokafka raises its own errors, OSError, timeouts
+        return None
+
+
 def _problem(exc: BaseException, each_seconds: float) -> str:
     if isinstance(exc, TimeoutError) and not str(exc):
         return f"no answer within {each_seconds:g} s"
@@ -296,11 +322,7 @@ async def _health(settings: Settings, clock: Clock, *, as_json: bool) -> int:
         _write_json(health.as_json())
     else:
         _write(format_health(health))
-    if not health.healthy:
-        log.warning(
-            "unhealthy",
-            extra={"database_error": health.database_error, "kafka_error": health.kafka_error},
-        )
+    # The report says why; nothing after it.
     return EXIT_OK if health.healthy else EXIT_UNHEALTHY
 
 
@@ -358,9 +380,10 @@ def format_health(health: HealthReport) -> str:
 
     figures = health.figures or {}
     lines = [
-        f"status:         {'healthy' if health.healthy else 'unhealthy'}",
+        f"status:         {health.status}",
         f"database:       {printable(reach(health.database_error))}",
         f"kafka:          {printable(reach(health.kafka_error))}",
+        f"consumers:      {printable(_members(health))}",
         f"pending_jobs:   {printable(figures.get('pending_jobs'))}",
         f"executed_today: {printable(figures.get('executed_today'))}",
         f"consumer lag:   {printable(health.total_lag)}",
@@ -372,6 +395,14 @@ def format_health(health: HealthReport) -> str:
             ((p.topic, p.partition, p.end_offset, p.next_offset, p.lag) for p in health.partitions),
         )
     return out
+
+
+def _members(health: HealthReport) -> str:
+    if health.members is None:
+        return "unknown"
+    if health.members == 0:
+        return f"NONE running in group {health.group} (is `followup-consumer run` up?)"
+    return f"{health.members} in group {health.group} ({health.group_state})"
 
 
 # --- the terminal -------------------------------------------------------------------

@@ -45,8 +45,8 @@ from consumer.domain.limits import (
     timestamp_problem,
 )
 from consumer.domain.model import Status, TriggerType
-from consumer.service.health import HealthReport
-from consumer.service.operations import CancelResult, LimitReached, Operations
+from consumer.service.health import HealthReport, Probe
+from consumer.service.operations import CancelResult, LimitReached, Operations, TooLate
 
 log = logging.getLogger(__name__)
 
@@ -102,12 +102,19 @@ PathId = Annotated[
 ]
 
 
+async def _always_live() -> Probe:
+    return Probe(True)
+
+
 @dataclass(frozen=True)
 class HttpContext:
     operations: Operations
     metrics: Metrics
     health: Callable[[], Awaitable[HealthReport]]
     admin_token: str | None
+    # Kubernetes' probes: the loops alive (liveness), able to work now (readiness).
+    live: Callable[[], Awaitable[Probe]] = _always_live
+    ready: Callable[[], Awaitable[Probe]] | None = None  # None: healthy means ready
 
 
 class CustomFollowupIn(BaseModel):
@@ -303,9 +310,32 @@ def _probe_routes(app: FastAPI, ctx: HttpContext) -> None:
         report = await ctx.health()
         return JSONResponse(report.as_json(), status_code=200 if report.healthy else 503)
 
+    probe_answers: dict[int | str, dict[str, Any]] = {
+        200: {"description": "Yes", "content": _OBJECT},
+        503: {"description": "No (the body says why)", "content": _OBJECT},
+    }
+
+    @app.get("/health/live", responses=probe_answers)
+    async def live() -> JSONResponse:
+        """Liveness: the ingest and dispatch loops are running (restart when not)."""
+        return _probe(await ctx.live())
+
+    @app.get("/health/ready", responses=probe_answers)
+    async def ready() -> JSONResponse:
+        """Readiness: the database answers and the consumer ingests (a degraded
+        dispatcher is not a reason to take the pod out, nor to restart it)."""
+        if ctx.ready is not None:
+            return _probe(await ctx.ready())
+        report = await ctx.health()
+        return _probe(Probe(report.healthy, {"health": report.status}))
+
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         return Response(ctx.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _probe(probe: Probe) -> JSONResponse:
+    return JSONResponse(probe.as_json(), status_code=200 if probe.ok else 503)
 
 
 def _reading_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
@@ -365,6 +395,18 @@ def _writing_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
             )
         except LimitReached as exc:
             raise HTTPException(409, str(exc)) from exc
+        except TooLate as exc:
+            # Shaped like every other 422: the field, the rule, the value.
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "too_late",
+                        "loc": ("body", "scheduled_at"),
+                        "msg": str(exc),
+                        "input": body.scheduled_at,
+                    }
+                ]
+            ) from exc
         return FollowupOut.model_validate(created.as_json())
 
     @app.delete("/admin/users/{user_id}", dependencies=[Admin], responses=_ADMIN_ERRORS)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -26,7 +27,8 @@ from consumer.bootstrap import Clock, Wired, build, utc_now
 from consumer.config import Settings
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
-from consumer.service.health import HealthReport, lag_of
+from consumer.entrypoints.startup import bind_http, database_ready, kafka_step
+from consumer.service.health import HealthReport, Probe, lag_of
 from consumer.service.ingest import PreparedBatch
 from consumer.service.ports import BatchOutcome, Unavailable
 from consumer.service.retry import Stopped, retrying
@@ -60,6 +62,8 @@ class Service:
                         self.parts.metrics,
                         self.health_report,
                         token.get_secret_value() if token else None,
+                        live=self.liveness,
+                        ready=self.readiness,
                     )
                 ),
                 settings.http_host,
@@ -68,29 +72,18 @@ class Service:
             if settings.http_port
             else None
         )
+        self.sockets: list[socket.socket] = []  # HTTP's, bound before anything else
         self.tasks: dict[str, asyncio.Task[None]] = {}
         # Next offset per partition applied by this instance (mirrored to Kafka).
         self.positions: dict[TopicPartition, int] = {}
 
     async def run(self) -> None:
-        s = self.settings
+        """Start (StartupFailed when something it needs is not there), work until
+        stopped, stop in order. Whatever was started is closed, however it ends."""
+        tasks: list[asyncio.Task[None]] = []
         try:
             await self._start()
-        except BaseException:
-            # A start that fails (a refused schema, an unreachable broker) still
-            # closes what it opened: the pool, the clients.
-            await self._close()
-            raise
-        self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
-        if s.scheduler_enabled:
-            self.tasks["dispatch"] = asyncio.create_task(
-                self.parts.dispatcher.run(self.stop), name="dispatch"
-            )
-            self.scheduler.start()
-        if self.http is not None:
-            self.tasks["http"] = asyncio.create_task(self.http.serve(), name="http")
-        tasks = list(self.tasks.values())
-        try:
+            tasks = list(self.tasks.values())
             await self._until_stopped(tasks)
         finally:
             self.stop.set()
@@ -98,7 +91,8 @@ class Service:
                 self.http.should_exit = True
             # Let the batch in hand commit and the dispatch round finish; a batch cut
             # short would only be read again, but a clean stop need not do that.
-            await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
+            if tasks:
+                await asyncio.wait(tasks, timeout=DRAIN_SECONDS)
             for t in tasks:
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -106,19 +100,33 @@ class Service:
             await self._close()
 
     async def _start(self) -> None:
+        """In an order that never disturbs a running group: the HTTP port, the database,
+        Kafka, and only when all of them are there, joining the consumer group."""
         s = self.settings
-        await self._migrate()
-        await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
-        await self._register_schemas()
-        if self.parts.producer is not None:
-            await self.parts.producer.start()
-        listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
-        self.consumer.subscribe(list(s.input_topics), listener=listener)
-        await self.consumer.start()
+        if self.http is not None:
+            self.sockets = [bind_http(s.http_host, s.http_port)]
+        await database_ready(self.parts.store, s)
+        with kafka_step(s):
+            await ensure_topics(s, [*s.input_topics, s.topic_followup_due, s.topic_dlq])
+            await self._register_schemas()
+            if self.parts.producer is not None:
+                await self.parts.producer.start()
+            listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
+            self.consumer.subscribe(list(s.input_topics), listener=listener)
+            await self.consumer.start()
         log.info(
             "consumer started",
             extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
         )
+        self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
+        if s.scheduler_enabled:
+            self.tasks["dispatch"] = asyncio.create_task(
+                self.parts.dispatcher.run(self.stop), name="dispatch"
+            )
+            self.scheduler.start()
+        if self.http is not None:
+            self.tasks["http"] = asyncio.create_task(self.http.serve(self.sockets), name="http")
+            log.info("serving HTTP", extra={"url": f"http://{s.http_host}:{s.http_port}/health"})
 
     async def _until_stopped(self, tasks: Sequence[asyncio.Task[None]]) -> None:
         stopper = asyncio.create_task(self.stop.wait())
@@ -128,16 +136,29 @@ class Service:
             if t is not stopper and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
 
-    async def _migrate(self) -> None:
-        """Bring the schema up to date, unless this role may not (least privilege)."""
-        if not self.settings.migrate_on_start:
-            return
-        if not await self.parts.store.migrate():
-            # Run as a role without DDL rights: `followup-consumer migrate` is the
-            # owner's job. Go on if the schema is there (the first query would fail).
-            log.warning(
-                "no privilege to migrate; assuming the owner ran `followup-consumer migrate`"
-            )
+    async def liveness(self) -> Probe:
+        """The loops are running (answering at all shows the event loop is not stuck)."""
+        loops = {name: not t.done() for name, t in self.tasks.items() if name != "http"}
+        return Probe(bool(loops) and all(loops.values()), {"loops": loops})
+
+    async def readiness(self) -> Probe:
+        """Able to do the work now: PostgreSQL answers and the consumer is in the group,
+        ingesting. Dispatch is not asked: it catches up by itself."""
+        database: str | None = None
+        try:
+            await asyncio.wait_for(self.parts.store.ping(), timeout=3)
+        except Exception as exc:
+            database = f"{type(exc).__name__}: {exc}"
+        ingest = self.tasks.get("ingest")
+        ingesting = ingest is not None and not ingest.done()
+        return Probe(
+            database is None and ingesting,
+            {
+                "database": {"reachable": database is None, "error": database},
+                "ingesting": ingesting,
+                "assigned_partitions": len(self.consumer.assignment()),
+            },
+        )
 
     async def _register_schemas(self) -> None:
         """FOLLOWUP_DUE_FORMAT=confluent: register followup.due's schema now, so that a
@@ -188,6 +209,8 @@ class Service:
     async def _close(self) -> None:
         if self.http is not None:
             self.http.should_exit = True
+        for sock in self.sockets:
+            sock.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
         with contextlib.suppress(Exception):
@@ -199,7 +222,8 @@ class Service:
             with contextlib.suppress(Exception):
                 await self.parts.registry.aclose()
         await self.parts.store.close()
-        log.info("consumer stopped")
+        if self.tasks:
+            log.info("consumer stopped")
 
     async def _ingest_loop(self) -> None:
         s = self.settings
@@ -244,7 +268,7 @@ class Service:
         return await retrying(
             attempt,
             retry_on=Unavailable,
-            what="batch (infrastructure unavailable)",
+            what="ingest",
             stop=self.stop,
         )
 
@@ -283,7 +307,9 @@ class Service:
 
 
 async def run_service(settings: Settings) -> None:
-    service = Service(settings)
+    """`followup-consumer run`; StartupFailed when it cannot start."""
+    with kafka_step(settings):  # the KAFKA_SSL_* / SASL settings make the clients
+        service = Service(settings)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, service.stop.set)

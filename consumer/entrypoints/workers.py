@@ -16,9 +16,19 @@ import sys
 import time
 from types import FrameType
 
+from consumer.entrypoints.exit_codes import (
+    EXIT_KAFKA_UNAVAILABLE,
+    EXIT_PORT_IN_USE,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
+
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_SECONDS = 2.0
+# A worker that exits with one of these could not start (configuration, database,
+# Kafka, HTTP port): the supervisor stops the others and exits with the same code.
+CANNOT_START = frozenset({EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_KAFKA_UNAVAILABLE, EXIT_PORT_IN_USE})
 
 
 def supervise(workers: int) -> int:
@@ -51,8 +61,15 @@ def supervise(workers: int) -> int:
             return max(codes, default=0)
         for i, p in list(procs.items()):
             code = p.poll()
-            if code is not None:
-                # A crash loses nothing (offsets live with the effects); start again.
-                log.error("worker died; restarting", extra={"worker": i, "exit_code": code})
-                time.sleep(RESTART_DELAY_SECONDS)
-                procs[i] = subprocess.Popen(command, env=env(i))
+            if code is None:
+                continue
+            if code in CANNOT_START:
+                # It said why in one line; starting it again would only say it again.
+                stop(signal.SIGTERM, None)
+                codes = [q.wait() for q in procs.values()]
+                log.info("workers stopped", extra={"exit_codes": codes})
+                return code
+            # A crash loses nothing (offsets live with the effects); start again.
+            log.error("worker died; restarting", extra={"worker": i, "exit_code": code})
+            time.sleep(RESTART_DELAY_SECONDS)
+            procs[i] = subprocess.Popen(command, env=env(i))

@@ -36,9 +36,10 @@ from consumer.service.ports import (
     NoTelemetry,
     Telemetry,
 )
-from consumer.service.retry import Stopped, retrying
+from consumer.service.retry import OUTAGES, Failure, Outages, Stopped, described, retrying
 
 log = logging.getLogger(__name__)
+KAFKA = Failure("kafka", "", resource=True)
 
 
 class PlainText:
@@ -101,6 +102,7 @@ class Dispatcher:
         owner: str | None = None,
         telemetry: Telemetry | None = None,
         cipher: Cipher | None = None,
+        outages: Outages = OUTAGES,
     ) -> None:
         self.store = store
         self.publisher = publisher
@@ -113,6 +115,7 @@ class Dispatcher:
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
         self.telemetry = telemetry or NoTelemetry()
         self.cipher = cipher or PlainText()
+        self.outages = outages
         self._wake = asyncio.Event()
         self._next_wake: datetime | None = None
 
@@ -128,7 +131,13 @@ class Dispatcher:
             try:
                 # Any failure (an outage, or a bug around one follow-up) is waited
                 # out: the follow-ups stay pending and their leases run out.
-                wait = await retrying(self._round, retry_on=Exception, what="dispatch", stop=stop)
+                wait = await retrying(
+                    self._round,
+                    retry_on=Exception,
+                    what="dispatch",
+                    stop=stop,
+                    outages=self.outages,
+                )
             except Stopped:
                 return
             if wait is None:
@@ -266,6 +275,8 @@ class Dispatcher:
                 lateness = (published_at - c.followup.scheduled_at).total_seconds()
                 self.telemetry.executed(c.followup.trigger_type, r.template_id, max(lateness, 0.0))
         failures = [(c, err) for c, err in zip(claimed, results, strict=True) if err is not None]
+        if len(failures) < len(claimed):
+            self.outages.recovered(KAFKA)
         for c, err in zip(claimed, results, strict=True):
             if err is None:
                 log.info(
@@ -282,6 +293,15 @@ class Dispatcher:
         # mark them all failed; only failures while the cluster answers count.
         counts = await self.publisher.broker_reachable()
         now = self.clock()
+        if not counts:
+            self.outages.failed(
+                Failure(
+                    "kafka",
+                    f"cannot publish {len(failures)} due follow-up(s): {described(failures[0][1])}",
+                    resource=True,
+                ),
+                self.retry.base.total_seconds(),
+            )
         for c, err in failures:
             retry_at = (
                 self.retry.next_attempt(c.retry_count, now) if counts else now + self.retry.base
@@ -290,7 +310,10 @@ class Dispatcher:
             await self.store.mark_publish_failed(
                 self.owner, c.followup.id, f"{type(err).__name__}: {err}", retry_at, counts=counts
             )
-            log.warning(
+            # An outage is one line for all of them (the outage report); a follow-up
+            # the broker refused is a line of its own.
+            log.log(
+                logging.WARNING if counts else logging.DEBUG,
                 "publish failed" if counts else "publish failed: broker unreachable",
                 extra={
                     "followup_id": c.followup.id,

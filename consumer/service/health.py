@@ -12,6 +12,17 @@ Status = Literal["healthy", "degraded", "unhealthy"]
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """The answer of a liveness or readiness probe: yes or no, and why."""
+
+    ok: bool
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"status": "ok" if self.ok else "failing", **self.detail}
+
+
+@dataclass(frozen=True, slots=True)
 class PartitionLag:
     topic: str
     partition: int
@@ -52,13 +63,16 @@ class HealthReport:
     scheduler_enabled: bool = False
     scheduler_running: bool | None = None
     apscheduler_jobs: int | None = None
+    # From outside (the CLI): the group's live members and state, as the broker says.
+    members: int | None = None
+    group_state: str | None = None
 
     @property
     def status(self) -> Status:
         if self.database_error is not None or self.kafka_error is not None:
             return "unhealthy"
-        if self.ingesting is False:
-            return "unhealthy"
+        if self.ingesting is False or self.members == 0:
+            return "unhealthy"  # nothing consumes: the figures are standing still
         if self.scheduler_enabled and self.scheduler_running is False:
             return "degraded"  # ingest goes on; dispatch will catch up
         return "healthy"
@@ -85,6 +99,8 @@ class HealthReport:
             "kafka": {"reachable": self.kafka_error is None, "error": self.kafka_error},
             "consumer": {
                 "group": self.group,
+                "members": self.members,
+                "group_state": self.group_state,
                 "ingesting": self.ingesting,
                 "assigned_partitions": [f"{p.topic}[{p.partition}]" for p in self.partitions],
                 "lag": {f"{p.topic}[{p.partition}]": p.lag for p in self.partitions},

@@ -183,6 +183,7 @@ class Ingestor:
             what="batch (conflict with another transaction)",
             backoff=_CONFLICT_BACKOFF,
             attempts=_CONFLICT_ATTEMPTS,
+            outages=None,  # expected now and then with several instances; short-lived
         )
 
     async def _apply_isolating(self, batch: PreparedBatch) -> BatchOutcome:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 from consumer.domain.limits import MESSAGE_MAX_CHARS
 from consumer.domain.model import Followup, Refused, Status, TriggerType
@@ -26,11 +26,24 @@ __all__ = [
     "FollowupView",
     "LimitReached",
     "Operations",
+    "TooLate",
 ]
 
 
 class LimitReached(Exception):
     """The user already has MAX_PENDING_FOLLOWUPS_PER_USER pending follow-ups."""
+
+
+class TooLate(Exception):
+    """The time asked for is past MAX_LATENESS_HOURS: it would be stored expired, never sent."""
+
+    def __init__(self, at: datetime, max_lateness: timedelta) -> None:
+        hours = max_lateness.total_seconds() / 3600
+        super().__init__(
+            f"{at.isoformat()} is more than {hours:g} h ago (MAX_LATENESS_HOURS): "
+            "a follow-up that late is never sent"
+        )
+        self.at = at
 
 
 class Operations:
@@ -91,6 +104,8 @@ class Operations:
         """`ignore_quiet_hours`: send it at `at` even inside the user's quiet hours
         (the daily cap still applies)."""
         now = self.clock()
+        if self.policy.too_late(at, now):
+            raise TooLate(at, self.policy.max_lateness)
         followup = Followup(
             id=str(uuid.uuid4()),
             user_id=user_id,

@@ -27,7 +27,16 @@ Partition = tuple[str, int]  # (topic, partition)
 
 
 class Unavailable(Exception):
-    """The database or the broker did not answer: wait and try again; nothing is lost."""
+    """The database or the broker did not answer: wait and try again; nothing is lost.
+
+    `resource` names what did not answer ("database", "kafka") when the adapter
+    knows; the message is then "<resource>: <reason>".
+    """
+
+    def __init__(self, reason: str, *, resource: str | None = None) -> None:
+        super().__init__(f"{resource}: {reason}" if resource else reason)
+        self.resource = resource
+        self.reason = reason
 
 
 class Conflict(Exception):
@@ -305,6 +314,10 @@ class Store(IngestStore, DispatchStore, PeriodicStore, OperationsStore, Protocol
 
     async def migrate(self) -> bool:
         """Bring the schema up to date; False when not permitted (someone else's job)."""
+        ...
+
+    async def ping(self) -> None:
+        """Raises Unavailable unless the database answers (the schema may be missing)."""
         ...
 
     async def close(self) -> None: ...

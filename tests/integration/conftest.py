@@ -53,7 +53,7 @@ def services() -> Iterator[Services]:
         from testcontainers.postgres import PostgresContainer
 
         with (
-            KafkaContainer("apache/kafka:4.1.0").with_kraft() as kafka,
+            KafkaContainer("apache/kafka:4.3.1").with_kraft() as kafka,
             PostgresContainer("postgres:16", driver="asyncpg") as pg,
         ):
             yield Services(kafka.get_bootstrap_server(), pg.get_connection_url())

@@ -265,10 +265,12 @@ async def test_health(settings: Settings) -> None:
     )
     assert (await schedule(settings, new_id("user"))).code == 0
 
+    # No consumer is running in the group: the figures are right, but standing still.
     health = await cli(settings, "health", "--json")
-    assert health.code == 0, health.err
+    assert health.code == 1, health.err
     report = health.json()
-    assert report["status"] == "healthy"
+    assert report["status"] == "unhealthy"
+    assert (report["consumer"]["members"], report["consumer"]["group_state"]) == (0, "Dead")
     assert (report["pending_jobs"], report["executed_today"]) == (1, 0)
     assert report["database"] == {"reachable": True, "error": None}
     assert report["kafka"] == {"reachable": True, "error": None}
@@ -286,8 +288,12 @@ async def test_health(settings: Settings) -> None:
     assert consumer["total_lag"] == 4
 
     text = await cli(settings, "health")
-    assert text.code == 0, text.err
-    assert text.out.startswith("status:         healthy\n")
+    assert text.code == 1, text.err
+    assert text.out.startswith("status:         unhealthy\n")
+    assert (
+        f"consumers:      NONE running in group {settings.kafka_group_id} "
+        "(is `followup-consumer run` up?)\n"
+    ) in text.out
     assert "pending_jobs:   1\n" in text.out
 
     no_kafka = await cli(settings, "health", "--json", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")

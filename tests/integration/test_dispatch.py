@@ -179,7 +179,7 @@ async def test_publish_failures_are_retried_then_marked_failed(settings: Setting
         )
     row = rows[0]
     assert row["id"] == fid
-    assert row["retry_count"] == 3  # the first attempt and MAX_RETRIES=2 retries
+    assert row["retry_count"] == 2  # MAX_RETRIES=2 retries (after the first attempt)
     assert "TooLarge" in row["error_message"]
     assert row["executed_at"] is None
 

@@ -419,7 +419,15 @@ async def test_a_header_key_that_is_not_utf8_is_dead_lettered(settings: Settings
 
 
 async def test_replay_reads_past_a_header_key_that_is_not_utf8(settings: Settings) -> None:
+    """Replay applies the rest and counts the bad one without publishing it (`run`
+    dead-letters each record once, when its group reaches it)."""
     bad, users = await _produce_a_header_key_that_is_not_utf8(settings)
     report = await replay(settings, lambda: datetime.now(UTC), progress=False)
-    assert (report.events, report.dead_lettered) == (5, 1)
+    assert (report.events, report.applied, report.dead_lettered) == (5, 4, 1)
+    assert report.already_dead_lettered == 0
+    for user in users:
+        assert await query(settings, "SELECT 1 FROM user_projection WHERE user_id = $1", user)
+    assert await read_to_end(settings, settings.topic_dlq) == []
+    async with running(settings) as service:
+        await wait_consumed(settings, 5, timeout=30, service=service)
     await _assert_dead_lettered_once_and_the_rest_applied(settings, bad, users)

@@ -141,7 +141,8 @@ async def test_publish_failures_back_off_then_give_up(
     clock.advance(4 * S)
     assert await d.dispatch_due() == 1  # second and last retry (MAX_RETRIES=2)
     view = await view_of(store, fid)
-    assert (view.status, view.retry_count, view.executed_at) == ("failed", 3, None)
+    # retry_count counts retries: the two given, not the three attempts.
+    assert (view.status, view.retry_count, view.executed_at) == ("failed", 2, None)
     assert await store.next_due_at(clock()) is None
     clock.advance(H)
     assert await d.dispatch_due() == 0

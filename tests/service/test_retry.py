@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import timedelta
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from consumer.domain.model import Status
 from consumer.domain.policy import Backoff, Policy, RetryPolicy
 from consumer.service.ports import Conflict, Unavailable
-from consumer.service.retry import Stopped, retrying
+from consumer.service.retry import Outages, Stopped, retrying
 from tests.service.conftest import T0
 
 S = timedelta(seconds=1)
@@ -119,3 +120,145 @@ async def test_a_stop_ends_a_long_backoff_promptly() -> None:
         with pytest.raises(Stopped):
             await waiting
     assert op.calls == 1
+
+
+# --- what an operator reads: state changes, not each failure ---------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def reported(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "test.outages"]
+    caplog.clear()
+    return lines
+
+
+def report(clock: Clock) -> Outages:
+    return Outages(clock=clock, logger=logging.getLogger("test.outages"))
+
+
+class Outage:
+    """Fails with Unavailable(database, reason) while `reasons` last; each try takes
+    `step` seconds of the fake clock."""
+
+    def __init__(self, clock: Clock, reasons: list[str], step: float = 1.0) -> None:
+        self.clock = clock
+        self.reasons = reasons
+        self.step = step
+
+    async def __call__(self) -> str:
+        self.clock.now += self.step
+        if self.reasons:
+            raise Unavailable(self.reasons.pop(0), resource="database")
+        return "done"
+
+
+async def test_an_outage_reads_as_one_line_down_and_one_line_up(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "test.outages")
+    clock = Clock()
+    outages = report(clock)
+    first = Backoff(first=timedelta(seconds=0.5), cap=timedelta(seconds=0.5))
+    op = Outage(clock, ["connection refused"] * 20, step=0.6)
+    assert (
+        await retrying(op, retry_on=Unavailable, what="ingest", backoff=NO_WAIT, outages=outages)
+        == "done"
+    )
+    assert reported(caplog) == [
+        ("WARNING", "database unavailable: connection refused; retrying in 0.0 s"),
+        ("INFO", "database available again after 12.0 s"),
+    ]
+    # The delay told is the one waited.
+    op = Outage(clock, ["connection refused"])
+    await retrying(op, retry_on=Unavailable, what="ingest", backoff=first, outages=outages)
+    assert reported(caplog)[0] == (
+        "WARNING", "database unavailable: connection refused; retrying in 0.5 s"
+    )  # fmt: skip
+
+
+async def test_a_long_outage_is_recalled_once_a_minute_and_when_its_reason_changes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "test.outages")
+    clock = Clock()
+    reasons = ["connection refused"] * 100 + ["the database system is starting up"] * 3
+    op = Outage(clock, reasons, step=1.0)
+    await retrying(op, retry_on=Unavailable, what="ingest", backoff=NO_WAIT, outages=report(clock))
+    assert reported(caplog) == [
+        ("WARNING", "database unavailable: connection refused; retrying in 0.0 s"),
+        (
+            "WARNING",
+            "database still unavailable for 60 s now (61 tries): connection refused; "
+            "retrying in 0.0 s",
+        ),
+        (
+            "WARNING",
+            "database still unavailable for 100 s now (101 tries): the database system is "
+            "starting up; retrying in 0.0 s",
+        ),
+        ("INFO", "database available again after 103 s"),
+    ]
+
+
+class Database:
+    """One database for several loops: down until `up_at` on the fake clock; each try
+    takes a second, and the clock moves while it is in flight."""
+
+    def __init__(self, clock: Clock, up_at: float) -> None:
+        self.clock = clock
+        self.up_at = up_at
+
+    async def query(self) -> str:
+        began = self.clock.now
+        self.clock.now += 1
+        await asyncio.sleep(0)  # the other loop's try runs meanwhile
+        if began < self.up_at:
+            raise Unavailable("connection refused", resource="database")
+        return "rows"
+
+
+async def test_the_loops_of_a_process_share_what_they_see(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "test.outages")
+    clock = Clock()
+    outages = report(clock)
+    db = Database(clock, up_at=clock.now + 7)
+    await asyncio.gather(
+        retrying(db.query, retry_on=Unavailable, what="ingest", backoff=NO_WAIT, outages=outages),
+        retrying(db.query, retry_on=Exception, what="dispatch", backoff=NO_WAIT, outages=outages),
+    )
+    lines = reported(caplog)
+    assert [level for level, _ in lines] == ["WARNING", "INFO"], lines
+    assert lines[0][1] == "database unavailable: connection refused; retrying in 0.0 s"
+    assert lines[1][1].startswith("database available again after ")
+
+
+async def test_a_failure_that_is_not_an_outage_carries_its_traceback_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, "test.outages")
+    clock = Clock()
+    op = Flaky(ValueError("a bug"), ValueError("a bug"))
+    await retrying(op, retry_on=Exception, what="dispatch", backoff=NO_WAIT, outages=report(clock))
+    records = [r for r in caplog.records if r.name == "test.outages"]
+    assert [r.getMessage() for r in records] == [
+        "dispatch failing: ValueError: a bug; retrying in 0.0 s",
+        "dispatch working again after 0.0 s",
+    ]
+    assert records[0].exc_info is not None
+    assert records[1].exc_info is None
+
+
+async def test_short_lived_failures_can_stay_out_of_the_report(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    op = Flaky(Conflict("40P01: deadlock detected"))
+    await retrying(op, retry_on=Conflict, what="batch", backoff=NO_WAIT, outages=None)
+    assert [r.levelname for r in caplog.records] == ["DEBUG"]

@@ -184,7 +184,8 @@ async def test_a_failed_attempt_backs_off_counts_or_gives_up(store: Store) -> No
     v1, v2, v3 = [await view_of(store, f) for f in (f1, f2, f3)]
     assert (v1.status, v1.retry_count, v1.error_message) == ("pending", 1, "E" * 2000)
     assert (v2.status, v2.retry_count, v2.error_message) == ("pending", 0, "broker away")
-    assert (v3.status, v3.retry_count, v3.error_message) == ("failed", 1, "too many")
+    # Given up: no retry was given for that failure, so none is counted.
+    assert (v3.status, v3.retry_count, v3.error_message) == ("failed", 0, "too many")
     # Released at once, due again at retry_at; scheduled_at stays as it was.
     assert v1.scheduled_at == T0
     assert await store.next_due_at(T0) == T0 + 5 * S
@@ -443,23 +444,25 @@ async def test_one_holder_per_job(store: Store) -> None:
 
 
 async def test_operators_list_get_cancel_and_count(store: Store) -> None:
-    ids = await seed(
-        store,
-        [
-            custom(1, T0 - 60 * S, user="u1"),
-            custom(2, T0 + 60 * S, user="u1"),
-            custom(3, T0 + 60 * S, user="u2"),
-            custom(4, T0 + 120 * S, user="u2"),
-        ],
-        T0,
-    )
+    made = [
+        custom(1, T0 - 60 * S, user="u1"),
+        custom(2, T0 + 60 * S, user="u1"),
+        custom(3, T0 + 60 * S, user="u2"),
+        custom(4, T0 + 120 * S, user="u2"),
+    ]
+    ids = [f.id for f in made]
+    # Created in another order than their times: the list is newest first by
+    # creation (created_at), not by scheduled_at; one transaction's by id.
+    for f in (made[2], made[0]):
+        await seed(store, [f], T0)
+    await seed(store, [made[3], made[1]], T0)
     listed = await store.list_followups(user_id=None, status=None, trigger_type=None, limit=10)
-    assert [v.id for v in listed] == [ids[3], ids[1], ids[2], ids[0]]
+    assert [v.id for v in listed] == [*sorted([ids[1], ids[3]]), ids[0], ids[2]]
     assert [v.id for v in listed] == [
         v.id
         for v in await store.list_followups(user_id=None, status=None, trigger_type=None, limit=10)
     ]
-    assert listed[0].trigger_data == {"custom_message": "message 4"}
+    assert listed[0].trigger_data == {"custom_message": "message 2"}
     assert (listed[0].retry_count, listed[0].template_id, listed[0].executed_at) == (0, None, None)
     by_u1 = await store.list_followups(
         user_id="u1", status=Status.PENDING, trigger_type=TriggerType.CUSTOM, limit=1

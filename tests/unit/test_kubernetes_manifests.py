@@ -100,6 +100,10 @@ def test_probes_ask_for_paths_the_service_serves() -> None:
         http_get = container[probe]["httpGet"]
         assert http_get["path"] in served, f"{probe} asks for {http_get['path']}"
         assert http_get["port"] in ports
+    # Liveness asks whether the loops run; readiness whether it can work now.
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     config = _one("ConfigMap")["data"]
     assert ports[container["readinessProbe"]["httpGet"]["port"]] == int(config["HTTP_PORT"])
     # Probes come from the kubelet, not from inside the pod.
@@ -193,3 +197,10 @@ def test_secret_references_name_keys_of_the_example_secret(kind: str) -> None:
         assert name.lower() in Settings.model_fields
     # The example Secret holds placeholders only, marked as such.
     assert all("CHANGE-ME" in v for v in secret["stringData"].values())
+
+
+def test_the_image_healthcheck_asks_for_liveness() -> None:
+    dockerfile = (Path(__file__).resolve().parents[2] / "Dockerfile").read_text()
+    [check] = [line for line in dockerfile.splitlines() if "urlopen(" in line]
+    assert "/health/live'" in check
+    assert "/health/live" in _served_get_paths()

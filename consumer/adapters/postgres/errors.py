@@ -4,6 +4,7 @@ service's port errors (Unavailable, Conflict, ValueRefused)."""
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
@@ -17,13 +18,15 @@ T = TypeVar("T")
 
 INSUFFICIENT_PRIVILEGE = "42501"
 UNDEFINED_TABLE = "42P01"
+INVALID_CATALOG_NAME = "3D000"  # the database named in DATABASE_URL does not exist
 # Deadlock and serialization failures: the transaction is simply run again.
 _CONFLICTS = frozenset({"40P01", "40001"})
 # Data exceptions (22) and integrity violations (23): a value, not the database, is at fault.
 _VALUE_CLASSES = ("22", "23")
 # Connection exceptions (08), operator intervention such as a shutdown (57),
-# insufficient resources (53).
-_OUTAGE_CLASSES = ("08", "57", "53")
+# insufficient resources (53), a login refused (28: fixed by an operator, not by
+# the input), no such database (3D).
+_OUTAGE_CLASSES = ("08", "57", "53", "28", "3D")
 
 
 def sqlstate(exc: BaseException) -> str:
@@ -45,20 +48,32 @@ def translate(exc: BaseException) -> BaseException:
             or isinstance(exc, OperationalError | InterfaceError)
             or code.startswith(_OUTAGE_CLASSES)
         ):
-            return Unavailable(f"database: {describe(exc)}")
+            return Unavailable(describe(exc), resource="database")
         return exc
     if isinstance(exc, OSError | TimeoutError | ConnectionError):
-        return Unavailable(f"database: {describe(exc)}")
+        return Unavailable(describe(exc), resource="database")
     return exc
 
 
 def describe(exc: BaseException) -> str:
     """One line naming what went wrong, for an operator."""
-    if sqlstate(exc) == UNDEFINED_TABLE:
+    code = sqlstate(exc)
+    if code == UNDEFINED_TABLE:
         return "the schema is missing; run `followup-consumer migrate` first"
     orig = getattr(exc, "orig", None) if isinstance(exc, SQLAlchemyError) else None
-    if orig is not None:
-        return f"{type(orig).__name__}: {orig}"
+    if code.startswith(("28", "3D")) and orig is not None:
+        return str(orig)  # 'database "x" does not exist', 'password authentication failed...'
+    cause = orig.__cause__ if orig is not None and orig.__cause__ is not None else orig
+    return _plain(cause if isinstance(cause, OSError | TimeoutError) else orig or exc)
+
+
+def _plain(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, socket.gaierror):
+        return f"unknown host ({exc.strerror})"
+    if isinstance(exc, TimeoutError):
+        return "no answer (timed out)"
     name, text = type(exc).__name__, str(exc)
     return name if not text else (text if text.startswith(name) else f"{name}: {text}")
 

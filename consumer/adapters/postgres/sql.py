@@ -312,8 +312,11 @@ MARK_EXPIRED = text(
     "AND status = 'pending'"
 )
 MARK_PUBLISH_FAILED = text(
+    # retry_count counts retries given: a failure followed by a retry adds `step`
+    # (0 when the broker was unreachable), the last one (given up: failed) adds none.
     "UPDATE scheduled_followups SET "
-    "retry_count = retry_count + CAST(:step AS integer), "
+    "retry_count = retry_count + CASE WHEN CAST(:retry_at AS timestamptz) IS NULL "
+    "  THEN 0 ELSE CAST(:step AS integer) END, "
     "error_message = :error, lease_owner = NULL, lease_until = NULL, "
     "status = CASE WHEN CAST(:retry_at AS timestamptz) IS NULL "
     "  THEN 'failed' ELSE status END, "
@@ -329,6 +332,7 @@ NEXT_DUE_AT = text(
 
 # --- periodic work ---------------------------------------------------------------------------
 
+PING = text("SELECT 1")
 TRY_ADVISORY_LOCK = text("SELECT pg_try_advisory_lock(hashtext(:k))")
 ADVISORY_UNLOCK = text("SELECT pg_advisory_unlock(hashtext(:k))")
 INACTIVE_WITHOUT_REENGAGEMENT = text(
@@ -356,7 +360,7 @@ LIST_FOLLOWUPS = text(
     "WHERE (CAST(:user AS varchar) IS NULL OR user_id = :user) "
     "AND (CAST(:status AS varchar) IS NULL OR status = :status) "
     "AND (CAST(:trigger AS varchar) IS NULL OR trigger_type = :trigger) "
-    "ORDER BY scheduled_at DESC, id LIMIT :limit"
+    "ORDER BY created_at DESC, id LIMIT :limit"  # newest first
 )
 GET_FOLLOWUP = text(f"SELECT {VIEW_COLUMNS} FROM scheduled_followups WHERE id = :id")
 CANCEL_FOLLOWUP = text(

@@ -178,6 +178,11 @@ class PostgresStore:
             )
         return True
 
+    @translating
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(sql.PING)
+
     async def close(self) -> None:
         await self.engine.dispose()
 

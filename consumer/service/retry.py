@@ -97,6 +97,13 @@ class Outages:
         bug, say) carries its traceback the first time. A try begun (`tried_at`)
         before another loop saw the subject recover tells nothing new."""
         now = self.clock()
+        # Every try, for whoever looks closer (LOG_LEVEL=DEBUG, tests).
+        self.log.debug(
+            "%s: a try failed: %s",
+            failure.subject,
+            failure.reason,
+            extra={"outage": failure.subject, "reason": failure.reason, "retry_in": retry_in},
+        )
         back = self._back.get(failure.subject)
         if tried_at is not None and back is not None and tried_at < back:
             return

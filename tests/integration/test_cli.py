@@ -105,10 +105,29 @@ async def test_schedule_list_show_cancel(settings: Settings) -> None:
     listed = await cli(settings, "followups", "list")
     assert listed.code == 0, listed.err
     header, *rows = listed.out.splitlines()
-    assert header.split() == ["id", "user", "trigger", "status", "scheduled_at", "template"]
+    assert header.split() == [
+        "id",
+        "user",
+        "trigger",
+        "status",
+        "scheduled_at",
+        "sends_at",
+        "held",
+        "template",
+    ]
     assert len(rows) == 2
     mine = next(r for r in rows if r.startswith(fid))
-    assert mine.split() == [fid, user, "custom", "pending", AT.isoformat(), "-"]
+    # Not held: it goes at its own time (sends_at), nothing holds it, no template yet.
+    assert mine.split() == [
+        fid,
+        user,
+        "custom",
+        "pending",
+        AT.isoformat(),
+        AT.isoformat(),
+        "-",
+        "-",
+    ]
 
     as_json = await cli(settings, "followups", "list", "--user", user, "--json")
     assert as_json.code == 0, as_json.err

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from consumer.adapters.postgres.store import PostgresStore
 from consumer.config import Settings
 from consumer.entrypoints.exit_codes import (
     EXIT_KAFKA_UNAVAILABLE,
@@ -74,6 +75,13 @@ def port_in_use() -> Iterator[int]:
 
 
 async def test_unreachable_kafka(settings: Settings) -> None:
+    # As `scripts/run` does: the schema first (a fresh database's migration says
+    # what it ran, on lines of its own), then `run`.
+    store = PostgresStore.connect(settings.database_url, settings.kafka_group_id, pool_size=1)
+    try:
+        assert await store.migrate()
+    finally:
+        await store.close()
     ran = await run(settings, KAFKA_BOOTSTRAP_SERVERS=CLOSED)
     assert ran.code == EXIT_KAFKA_UNAVAILABLE
     assert ran.line == (

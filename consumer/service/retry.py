@@ -80,6 +80,8 @@ class Outages:
         self.log = logger
         self._down: dict[str, _Down] = {}
         self._back: dict[str, float] = {}  # when each subject was last seen recovering
+        self.tries: dict[str, int] = {}  # failed tries per subject, ever
+        self.last_reason: dict[str, str] = {}
 
     def is_down(self, subject: str) -> bool:
         return subject in self._down
@@ -97,13 +99,9 @@ class Outages:
         bug, say) carries its traceback the first time. A try begun (`tried_at`)
         before another loop saw the subject recover tells nothing new."""
         now = self.clock()
-        # Every try, for whoever looks closer (LOG_LEVEL=DEBUG, tests).
-        self.log.debug(
-            "%s: a try failed: %s",
-            failure.subject,
-            failure.reason,
-            extra={"outage": failure.subject, "reason": failure.reason, "retry_in": retry_in},
-        )
+        # Every try counted, for whoever looks closer (tests): the log says changes only.
+        self.tries[failure.subject] = self.tries.get(failure.subject, 0) + 1
+        self.last_reason[failure.subject] = failure.reason
         back = self._back.get(failure.subject)
         if tried_at is not None and back is not None and tried_at < back:
             return

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -34,6 +33,7 @@ from consumer.adapters.codec import CONFLUENT_CONTENT_TYPE, confluent_frame, con
 from consumer.adapters.registry import RegistryRefused
 from consumer.config import Settings
 from consumer.entrypoints.runner import Service
+from consumer.service.retry import OUTAGES
 from tests.integration.conftest import REPO
 from tests.integration.helpers import (
     CODEC,
@@ -375,30 +375,23 @@ async def proxy(registry_url: str) -> AsyncIterator[RegistryProxy]:
     await p.down()
 
 
-class OutageWaits(logging.Handler):
-    """Counts the failed tries of the ingest loop that the registry caused (the retry
-    loop's debug line of every try; its warnings say only what changed)."""
+class OutageWaits:
+    """The ingest loop's failed tries that the registry caused, as the process's
+    outage report counts them (its log says what changed only)."""
 
     def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.errors: list[str] = []
+        self.start = OUTAGES.tries.get("ingest", 0)
 
-    def emit(self, record: logging.LogRecord) -> None:
-        reason = str(getattr(record, "reason", ""))
-        if record.getMessage().startswith(("batch", "ingest")) and "schema registry" in reason:
-            self.errors.append(reason)
+    @property
+    def errors(self) -> list[str]:
+        reason = OUTAGES.last_reason.get("ingest", "")
+        tried = OUTAGES.tries.get("ingest", 0) - self.start
+        return [reason] * tried if "schema registry" in reason else []
 
 
 @pytest.fixture
-def outage_waits() -> Iterator[OutageWaits]:
-    handler = OutageWaits()
-    logger = logging.getLogger("consumer.service.retry")
-    level = logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
+def outage_waits() -> OutageWaits:
+    return OutageWaits()
 
 
 @pytest.mark.timeout(180)

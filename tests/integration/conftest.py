@@ -19,8 +19,10 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from consumer.config import Settings, load_settings
+from tests.integration.ecosystem_registry import registry_client
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,3 +120,26 @@ def settings(services: Services, database_url: str) -> Settings:
         http_port=0,  # tests that want HTTP pick a free port
         ingest_fetch_timeout_ms=100,
     )
+
+
+# The schema registry of `scripts/services` (scripts/test exports SCHEMA_REGISTRY_URL):
+# unset, its tests skip on a developer's machine and fail under CI (CI=true), where a
+# missing registry is a broken setup, not a reason to test less.
+@pytest.fixture(scope="module")
+def registry_url() -> str:
+    url = os.environ.get("SCHEMA_REGISTRY_URL", "")
+    if not url:
+        reason = (
+            "SCHEMA_REGISTRY_URL is not set: start the registry with "
+            '`eval "$(scripts/services up)"` (scripts/test does)'
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; under CI the registry is part of the setup")
+        pytest.skip(reason)
+    return url
+
+
+@pytest.fixture
+def client(registry_url: str) -> Iterator[SchemaRegistryClient]:
+    with registry_client(registry_url) as c:
+        yield c

@@ -7,8 +7,7 @@ writer schema still decodes, an unknown schema id is dead-lettered, and a regist
 that goes away mid-stream (a TCP proxy in front of it, taken down and brought back)
 costs nothing: the batch waits and is then applied whole.
 
-SCHEMA_REGISTRY_URL comes from `scripts/services up` (scripts/test exports it); unset,
-the tests skip, and fail under CI (CI=true).
+The registry's URL and confluent-kafka's client come from `ecosystem_registry`.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,6 @@ from urllib.parse import urlsplit
 import pytest
 from aiokafka import TopicPartition
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from consumer.adapters.codec import CONFLUENT_CONTENT_TYPE, confluent_frame, confluent_schema_id
@@ -35,6 +32,11 @@ from consumer.config import Settings
 from consumer.entrypoints.runner import Service
 from consumer.service.retry import OUTAGES
 from tests.integration.conftest import REPO
+from tests.integration.ecosystem_registry import (
+    deserializer,
+    registry_client,
+    serializer,
+)
 from tests.integration.helpers import (
     CODEC,
     Raw,
@@ -69,25 +71,11 @@ def evolved(name: str, field: str) -> str:
     return json.dumps(raw)
 
 
-@pytest.fixture(scope="module")
-def registry_url() -> str:
-    url = os.environ.get("SCHEMA_REGISTRY_URL", "")
-    if not url:
-        reason = (
-            "SCHEMA_REGISTRY_URL is not set: start the registry with "
-            '`eval "$(scripts/services up)"` (scripts/test does)'
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; under CI the registry is part of the setup")
-        pytest.skip(reason)
-    return url
-
-
 @pytest.fixture
 def registry(registry_url: str, settings: Settings) -> Iterator[SchemaRegistryClient]:
     """confluent-kafka's client; the subjects of this test's topics deleted afterwards."""
     prefix = settings.kafka_group_id.removesuffix("-group")
-    with SchemaRegistryClient({"url": registry_url}) as client:
+    with registry_client(registry_url) as client:
         yield client
         for subject in client.get_subjects():
             if subject.startswith(prefix):
@@ -103,7 +91,7 @@ class Producer:
         self.client = client
 
     def value(self, topic: str, schema: str, record: dict[str, Any]) -> bytes:
-        serialize = AvroSerializer(self.client, schema, conf={"auto.register.schemas": True})
+        serialize = serializer(self.client, schema)
         data = serialize(record, SerializationContext(topic, MessageField.VALUE))
         assert isinstance(data, bytes)
         assert data[:1] == b"\x00"
@@ -177,8 +165,8 @@ async def test_the_ecosystems_values_are_applied_and_its_deserializer_reads_foll
     assert headers_of(record)["content-type"] == CONFLUENT_CONTENT_TYPE.encode()
     assert record.key == user.encode()
     # A stock deserializer with a client of its own (nothing cached) reads it.
-    with SchemaRegistryClient({"url": registry_url}) as fresh:
-        due = AvroDeserializer(fresh)(
+    with registry_client(registry_url) as fresh:
+        due = deserializer(fresh)(
             record.value, SerializationContext(settings.topic_followup_due, MessageField.VALUE)
         )
     row = executed[0]

@@ -4,16 +4,13 @@ confluent-kafka's own SchemaRegistryClient and Avro serde (the ecosystem's clien
 not ours) register the service's `followup.due` schema, read it back by id, and
 round-trip a value through the Confluent wire format (0x00, 4-byte schema id, Avro).
 
-SCHEMA_REGISTRY_URL comes from `scripts/services up` (scripts/test exports it). Unset,
-the tests skip on a developer's machine and fail under CI (CI=true), where a missing
-registry is a broken setup, not a reason to test less.
+The registry's URL and confluent-kafka's client come from `ecosystem_registry`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import struct
 import uuid
 from collections.abc import Iterator
@@ -21,34 +18,18 @@ from datetime import UTC, datetime
 
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.integration.conftest import REPO
+from tests.integration.ecosystem_registry import (
+    deserializer,
+    registry_client,
+    serializer,
+)
 
 pytestmark = pytest.mark.integration
 
 FOLLOWUP_DUE = (REPO / "schemas" / "followup_due.avsc").read_text()
-
-
-@pytest.fixture(scope="module")
-def registry_url() -> str:
-    url = os.environ.get("SCHEMA_REGISTRY_URL", "")
-    if not url:
-        reason = (
-            "SCHEMA_REGISTRY_URL is not set: start the registry with "
-            '`eval "$(scripts/services up)"` (scripts/test does)'
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; under CI the registry is part of the setup")
-        pytest.skip(reason)
-    return url
-
-
-@pytest.fixture
-def client(registry_url: str) -> Iterator[SchemaRegistryClient]:
-    with SchemaRegistryClient({"url": registry_url}) as c:
-        yield c
 
 
 @pytest.fixture
@@ -68,7 +49,7 @@ def test_registers_an_avro_schema_and_reads_it_back_by_id(
     assert schema_id > 0
 
     # A second client has nothing cached: everything below is asked of the registry.
-    with SchemaRegistryClient({"url": registry_url}) as fresh:
+    with registry_client(registry_url) as fresh:
         fetched = fresh.get_schema(schema_id)
         assert fetched.schema_type in ("AVRO", None)  # Confluent omits the type for Avro
         assert fetched.schema_str is not None
@@ -86,14 +67,10 @@ def test_registers_an_avro_schema_and_reads_it_back_by_id(
 def test_confluent_wire_format_round_trip(
     registry_url: str, client: SchemaRegistryClient, subject: str
 ) -> None:
-    serialize = AvroSerializer(
-        client,
-        FOLLOWUP_DUE,
-        conf={"auto.register.schemas": True, "subject.name.strategy": lambda *_: subject},
-    )
+    serialize = serializer(client, FOLLOWUP_DUE, **{"subject.name.strategy": lambda *_: subject})
     # A separate client: the reader finds the writer schema by the id in the bytes.
-    reader = SchemaRegistryClient({"url": registry_url})
-    deserialize = AvroDeserializer(reader)
+    reader = registry_client(registry_url)
+    deserialize = deserializer(reader)
     value = {
         "event_id": "f-1",
         "followup_id": "f-1",

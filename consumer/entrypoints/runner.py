@@ -40,6 +40,9 @@ KAFKA_COMMIT_SECONDS = 5.0
 
 __all__ = ["Service", "run_service", "utc_now"]
 
+# A fetch, and its batch if it could be decoded when it was read.
+ReadAhead = tuple[Fetched, PreparedBatch | None]
+
 
 class Service:
     """Lifecycle of one instance around the wired parts."""
@@ -226,36 +229,67 @@ class Service:
             log.info("consumer stopped")
 
     async def _ingest_loop(self) -> None:
-        s = self.settings
-        last_kafka_commit = 0.0
-        while not self.stop.is_set():
-            # getmany, but a record aiokafka cannot read comes out as a dead letter.
-            fetched = await fetch_records(
-                self.consumer,
-                timeout_ms=s.ingest_fetch_timeout_ms,
-                max_records=s.ingest_batch_max_records,
-            )
-            if not len(fetched):
-                continue
-            async with self.batch_lock:
-                try:
-                    outcome = await self._apply_through_outages(fetched)
-                except Stopped:
-                    return
-            self._applied(outcome, fetched)
-            loop_time = asyncio.get_running_loop().time()
-            if loop_time - last_kafka_commit > KAFKA_COMMIT_SECONDS:
-                last_kafka_commit = loop_time
-                await self._commit_to_kafka()
+        """Read and decode the next batch while this one is applied.
 
-    async def _apply_through_outages(self, fetched: Fetched) -> BatchOutcome:
-        """Nothing more is fetched until this batch is applied.
+        Decoding is this process's work, applying mostly PostgreSQL's: the two
+        overlap. Nothing is decided ahead: each batch's rules run in its own
+        transaction, after the batch before it committed, on the state that commit
+        left. A batch read ahead of a rebalance is still safe to apply: records
+        below the offsets saved in the database are skipped under their lock.
+        """
+        last_kafka_commit = 0.0
+        ahead: asyncio.Task[ReadAhead] | None = None
+        try:
+            while not self.stop.is_set():
+                fetched, prepared = await (ahead or self._read_ahead())
+                ahead = asyncio.create_task(self._read_ahead(), name="ingest-read-ahead")
+                if not len(fetched):
+                    continue
+                async with self.batch_lock:
+                    try:
+                        outcome = await self._apply_through_outages(fetched, prepared)
+                    except Stopped:
+                        return
+                self._applied(outcome, fetched)
+                loop_time = asyncio.get_running_loop().time()
+                if loop_time - last_kafka_commit > KAFKA_COMMIT_SECONDS:
+                    last_kafka_commit = loop_time
+                    await self._commit_to_kafka()
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
+
+    async def _read_ahead(self) -> ReadAhead:
+        """The next fetch, decoded if what decoding needs can be had now (else it
+        is decoded by `_apply_through_outages`, which waits the outage out)."""
+        s = self.settings
+        # getmany, but a record aiokafka cannot read comes out as a dead letter.
+        fetched = await fetch_records(
+            self.consumer,
+            timeout_ms=s.ingest_fetch_timeout_ms,
+            max_records=s.ingest_batch_max_records,
+        )
+        if not len(fetched):
+            return fetched, None
+        try:
+            prepared = await self.parts.ingestor.prepare(
+                fetched.all_records(), unreadable=fetched.unreadable
+            )
+        except Unavailable:
+            return fetched, None
+        return fetched, prepared
+
+    async def _apply_through_outages(
+        self, fetched: Fetched, prepared: PreparedBatch | None = None
+    ) -> BatchOutcome:
+        """Nothing more is applied until this batch is.
 
         Decoding waits out outages too (the schema registry's): the batch is
         decoded once, when every writer schema it names could be fetched.
         """
         ingestor = self.parts.ingestor
-        prepared: PreparedBatch | None = None
 
         async def attempt() -> BatchOutcome:
             nonlocal prepared

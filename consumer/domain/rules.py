@@ -138,8 +138,15 @@ def status_for(scheduled_at: datetime, policy: Policy, now: datetime) -> Status:
 
 def user_timezone(user: UserState | None, policy: Policy) -> ZoneInfo:
     if user is not None and user.timezone:
-        return ZoneInfo(user.timezone)
+        return zone(user.timezone)
     return policy.default_timezone
+
+
+@lru_cache(maxsize=1024)
+def zone(name: str) -> ZoneInfo:
+    """ZoneInfo(name), without its lookup on every event (ZoneInfo caches the
+    object, but finding it again costs more than the rest of a re-engagement)."""
+    return ZoneInfo(name)
 
 
 def _score_order(s: Score) -> tuple[datetime, str]:

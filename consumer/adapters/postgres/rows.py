@@ -20,6 +20,9 @@ from consumer.service.ports import FollowupView
 
 # `scheduled_followups.cancelled_by` of a row an operator cancelled (NULL: a rule did).
 OPERATOR = "operator"
+# Enum members by stored value: a dict lookup, not an Enum call, per loaded row.
+_TRIGGERS = {t.value: t for t in TriggerType}
+_STATUSES = {s.value: s for s in Status}
 
 
 def _dt(value: Any) -> datetime | None:
@@ -54,9 +57,9 @@ def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
         id=row["id"],
         user_id=row["user_id"],
         conversation_id=row["conversation_id"],
-        trigger_type=TriggerType(row["trigger_type"]),
+        trigger_type=_TRIGGERS[row["trigger_type"]],
         scheduled_at=row["scheduled_at"],
-        status=Status(row["status"]),
+        status=_STATUSES[row["status"]],
         booking_ids=tuple(data.get("booking_ids", ())),
         active_booking_ids=tuple(data.get("active_booking_ids", ())),
         booking_dates=tuple(

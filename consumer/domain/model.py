@@ -53,7 +53,6 @@ def default_conversation_id(booking_id: str) -> str:
     return f"booking_{booking_id}"
 
 
-@lru_cache(maxsize=1 << 16)
 def reengagement_id(user_id: str, cycle: int) -> str:
     return followup_id(TriggerType.RE_ENGAGEMENT, user_id, str(cycle))
 

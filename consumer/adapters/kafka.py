@@ -128,8 +128,11 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-_PARTITION_FETCH_BYTES = 4 * 1024 * 1024
-_FETCH_BYTES = 64 * 1024 * 1024
+# What aiokafka buffers ahead of getmany is memory held while a batch is applied:
+# 1 MiB a partition is some 10,000 records of this service's size, more than a
+# batch needs (a larger record still comes: the broker returns at least one).
+_PARTITION_FETCH_BYTES = 1024 * 1024
+_FETCH_BYTES = 16 * 1024 * 1024
 
 
 def make_consumer(settings: Settings) -> AIOKafkaConsumer:

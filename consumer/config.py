@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # Processes `run` starts on this host (each a full instance in the group).
     workers: int = Field(1, ge=1, le=64)
     # Throughput knobs: bigger batches mean fewer transactions per event.
-    ingest_batch_max_records: int = Field(20000, ge=1)
+    ingest_batch_max_records: int = Field(10000, ge=1)
     ingest_fetch_timeout_ms: int = Field(200, ge=1)
     dispatch_batch_size: int = Field(1000, ge=1)
     dispatch_lease_seconds: float = Field(30, gt=0)

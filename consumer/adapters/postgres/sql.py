@@ -410,8 +410,10 @@ CURRENT_TEMPLATE = text(
 TEMPLATES_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('followup-consumer:templates'))")
 INSERT_TEMPLATE = text(
     "INSERT INTO message_templates (template_id, locale, version, body, created_at) "
-    "SELECT :id, :locale, COALESCE(max(version), 0) + 1, :body, :now FROM message_templates "
-    f"WHERE template_id = :id AND locale = :locale RETURNING {_TEMPLATE}"
+    "SELECT CAST(:id AS varchar), CAST(:locale AS varchar), COALESCE(max(version), 0) + 1, "
+    "CAST(:body AS text), CAST(:now AS timestamptz) FROM message_templates "
+    f"WHERE template_id = CAST(:id AS varchar) AND locale = CAST(:locale AS varchar) "
+    f"RETURNING {_TEMPLATE}"
 )
 
 # --- schema migrations (schema.py) ---------------------------------------------------------

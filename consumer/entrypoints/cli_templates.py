@@ -36,7 +36,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     text = put.add_mutually_exclusive_group(required=True)
     text.add_argument("--body", type=_body, help="the text, with {event_date} etc.")
     text.add_argument(
-        "--file", type=_body_file, dest="body", help="read the text from this file (UTF-8)"
+        "--file",
+        type=_body_file,
+        dest="body",
+        metavar="PATH",
+        help="read the text from this file (UTF-8)",
     )
     _json_flag(put)
 

@@ -124,7 +124,7 @@ def format_templates(found: Sequence[StoredTemplate]) -> str:
                 t.template_id,
                 t.locale,
                 t.version,
-                t.created_at.isoformat() if t.created_at else "-",
+                t.created_at,
                 _first_line(t.body),
             )
             for t in found

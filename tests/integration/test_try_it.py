@@ -118,7 +118,7 @@ async def test_produce_sample_and_see_the_follow_up_fire_in_tail(settings: Setti
     lines = seen.out.splitlines()
     assert len([line for line in lines if not line.startswith(" ")]) == 2  # one record, a gap
     assert f"{settings.topic_followup_due} [partition " in lines[0]
-    assert lines[0].endswith(f"post_event for {user} (post_event_high_emotion, attempt 1)")
+    assert lines[0].endswith(f"post_event for {user} (post_event_high_emotion en v1, attempt 1)")
     assert "    | Hi! 🎉 We hope your event on " in seen.out
     published = rf"\n    due \d{{4}}-\d\d-\d\d {at} \S+, published \d+\.\d s later\n"
     assert re.search(published, seen.out)

@@ -290,3 +290,11 @@ def test_the_command_line() -> None:
         with pytest.raises(SystemExit) as exc:
             cli._parser().parse_args(["tail", *bad])
         assert exc.value.code == 2
+
+
+def test_a_follow_up_says_which_locale_and_version_its_text_was() -> None:
+    r = record(
+        CODEC.encode_avro("followup_due", {**due_event(), "locale": "fr", "template_version": 3})
+    )
+    first = shown_due(r).splitlines()[0]
+    assert first.endswith("post_event for user-1 (post_event_high_emotion fr v3, attempt 1)")

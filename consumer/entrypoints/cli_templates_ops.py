@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from collections.abc import Sequence
 
 from consumer.config import Settings
@@ -29,6 +30,8 @@ from consumer.service.operations import Operations
 from consumer.service.template_operations import BadTemplate, UnknownTemplate
 
 __all__ = ["execute", "format_templates", "template_json"]
+
+log = logging.getLogger("consumer.entrypoints.cli")
 
 
 def execute(args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
@@ -61,6 +64,10 @@ def _command(args: argparse.Namespace) -> OperationsCommand:
 
 async def _set(ops: Operations, args: argparse.Namespace) -> None:
     added, created = await ops.templates.put(args.id, args.locale, args.body)
+    log.info(
+        "template version added by an operator" if created else "template unchanged",
+        extra={"template_id": added.template_id, "locale": added.locale, "version": added.version},
+    )
     if args.json:
         _write_json({**template_json(added), "created": created})
     elif created:

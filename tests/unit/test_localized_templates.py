@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.config import ConfigError, load_settings
 from consumer.domain.limits import locale_problem
 from consumer.domain.locales import canonical_locale, fallback_chain, long_date
 from consumer.domain.model import Followup, TriggerType
@@ -305,3 +306,10 @@ def test_the_french_texts_read_as_french() -> None:
     assert FRENCH[TemplateId.REENGAGEMENT_GENERAL].startswith("Bonjour\u00a0! Cela fait un moment")
     assert "({days_inactive} jours)" in FRENCH[TemplateId.REENGAGEMENT_GENERAL]
     assert "prendre de vos nouvelles" in FRENCH[TemplateId.EMOTION_CHECK_IN]
+
+
+def test_default_locale_is_a_checked_setting_in_one_spelling() -> None:
+    assert load_settings(default_locale="FR-ca").default_locale == "fr-CA"
+    assert load_settings().default_locale == "en"
+    with pytest.raises(ConfigError, match="DEFAULT_LOCALE"):
+        load_settings(default_locale="fr_FR")

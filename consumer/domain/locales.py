@@ -37,6 +37,7 @@ def narrower_to_wider(tag: str) -> tuple[str, ...]:
     return tuple("-".join(parts[:n]) for n in range(len(parts), 0, -1))
 
 
+@lru_cache(maxsize=1024)  # a few locales, asked once per follow-up fired
 def fallback_chain(user_locale: str | None, default_locale: str) -> tuple[str, ...]:
     """Where to look for a text, in order: the user's locale, its language (`fr-CA`
     -> `fr`), then DEFAULT_LOCALE (and its language), then the seeded English."""
@@ -64,6 +65,7 @@ def date_locale(tag: str) -> Locale:
     raise AssertionError("Babel has no English")  # pragma: no cover
 
 
+@lru_cache(maxsize=4096)  # many follow-ups of a round share event days
 def long_date(day: date, tag: str) -> str:
     """CLDR's long date: 'November 25, 2026' (en), '25 novembre 2026' (fr)."""
     return format_date(day, format="long", locale=date_locale(tag))

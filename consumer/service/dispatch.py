@@ -61,12 +61,7 @@ class PlainText:
 
 
 def due_record(
-    f: Followup,
-    template_id: str,
-    message: str,
-    attempt: int,
-    now: datetime,
-    template: StoredTemplate | None = None,
+    f: Followup, template: StoredTemplate, message: str, attempt: int, now: datetime
 ) -> dict[str, Any]:
     """The `followup.due` event; `event_id` is the follow-up's id, stable across resends."""
     return {
@@ -75,14 +70,14 @@ def due_record(
         "user_id": f.user_id,
         "conversation_id": f.conversation_id,
         "trigger_type": f.trigger_type.value,
-        "template_id": template_id,
+        "template_id": template.template_id,
         "message": message,
         "scheduled_at": f.scheduled_at,
         "emitted_at": now,
         "booking_id": (f.active_booking_ids or f.booking_ids or (None,))[0],
         "attempt": attempt,
-        "locale": template.locale if template else None,
-        "template_version": template.version if template else None,
+        "locale": template.locale,
+        "template_version": template.version,
     }
 
 
@@ -118,7 +113,7 @@ def compose(
         log.error(
             "stored template cannot be rendered; the seeded text is used",
             extra={
-                "template_id": template_id,
+                "template_id": template.template_id,
                 "locale": template.locale,
                 "version": template.version,
                 "error": str(exc),
@@ -311,7 +306,7 @@ class Dispatcher:
                     template.version,
                 )
             )
-            record = due_record(f, template.template_id, text, c.retry_count + 1, now, template)
+            record = due_record(f, template, text, c.retry_count + 1, now)
             messages.append(DueMessage(f.user_id, record))
         results = await self.publisher.publish(messages)
         done = [r for r, err in zip(rendered, results, strict=True) if err is None]

@@ -5,14 +5,15 @@ operations refuse what cannot render."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher
+from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, MemoryStore
 from consumer.domain.policy import Policy, RetryPolicy
 from consumer.domain.template_seeds import ENGLISH, FRENCH
-from consumer.domain.template_text import TemplateId
+from consumer.domain.template_text import StoredTemplate, TemplateId
 from consumer.service.dispatch import Dispatcher
 from consumer.service.ports import Store
 from consumer.service.template_operations import BadTemplate, TemplateOperations, UnknownTemplate
@@ -165,3 +166,25 @@ async def test_preview_renders_the_pick_for_a_locale_or_a_body_to_try(
     assert tried.version is None
     assert tried.message.endswith("] 3")
     assert [t.version for t in await ops.versions("custom")] == [1, 1]
+
+
+async def test_a_row_edited_by_hand_past_the_check_falls_back_to_the_seeded_text(
+    memory_store: MemoryStore,
+    publisher: MemoryDuePublisher,
+    clock: FixedClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing the API accepts can fail to render; a body written straight into the
+    table might: the follow-up still goes out, with the seeded text, and the log
+    names the row."""
+    memory_store._tables.templates[("custom", "en")].append(
+        StoredTemplate("custom", "en", 2, "Hi {first_name}")
+    )
+    await seed(memory_store, [custom(1, T0)], T0)
+    with caplog.at_level(logging.ERROR, logger="consumer.service.dispatch"):
+        assert await dispatcher(memory_store, publisher, clock, "d").dispatch_due() == 1
+    (sent,) = [m.record for m in publisher.published]
+    assert (sent["message"], sent["template_version"]) == ("message 1", 1)
+    (line,) = caplog.records
+    assert line.getMessage() == "stored template cannot be rendered; the seeded text is used"
+    assert (line.template_id, line.version) == ("custom", 2)  # type: ignore[attr-defined]

@@ -54,8 +54,11 @@ class Preview:
     message: str
 
 
+_IDS = frozenset(t.value for t in TemplateId)
+
+
 def _known(template_id: str) -> str:
-    if template_id not in TemplateId.__members__.values():
+    if template_id not in _IDS:
         raise UnknownTemplate(template_id)
     return template_id
 

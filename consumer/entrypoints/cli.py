@@ -170,6 +170,11 @@ def _kafka_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     sample.add_argument(
         "--format", choices=["json", "avro"], default="json", help="wire format (default json)"
     )
+    sample.add_argument(
+        "--locale",
+        type=cli_templates.locale_tag,
+        help="the customer's locale on the booking (BCP 47, e.g. fr): text and date in it",
+    )
 
     tail = sub.add_parser(
         "tail",

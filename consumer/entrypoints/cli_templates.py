@@ -11,7 +11,7 @@ from consumer.domain.limits import locale_problem
 from consumer.domain.locales import canonical_locale
 from consumer.domain.template_text import TemplateId, body_problem
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "locale_tag"]
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="add a version in a locale, used from the next firing on (exit 1: unknown id)",
     )
     put.add_argument("id", help="template id")
-    put.add_argument("--locale", type=_locale, required=True, help="BCP 47: en, fr, fr-CA")
+    put.add_argument("--locale", type=locale_tag, required=True, help="BCP 47: en, fr, fr-CA")
     text = put.add_mutually_exclusive_group(required=True)
     text.add_argument("--body", type=_body, help="the text, with {event_date} etc.")
     text.add_argument(
@@ -48,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "preview", help="the message a user in a locale would get now (nothing is stored)"
     )
     preview.add_argument("id", help="template id")
-    preview.add_argument("--locale", type=_locale, help="BCP 47 (default: DEFAULT_LOCALE)")
+    preview.add_argument("--locale", type=locale_tag, help="BCP 47 (default: DEFAULT_LOCALE)")
     preview.add_argument("--body", type=_body, help="try this text instead of the stored one")
     preview.add_argument("--event-date", type=_date, help="YYYY-MM-DD (default: today)")
     preview.add_argument("--booking-id", help="default: bk-1234")
@@ -61,7 +61,8 @@ def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
 
 
-def _locale(value: str) -> str:
+def locale_tag(value: str) -> str:
+    """A BCP 47 argument, in its one spelling (argparse's exit 2 otherwise)."""
     problem = locale_problem(value)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)

@@ -46,6 +46,7 @@ def policy_from_settings(s: Settings) -> Policy:
         max_pending_per_user=s.max_pending_followups_per_user,
         max_lateness=s.max_lateness,
         sending=s.sending_window,
+        default_locale=s.default_locale,
     )
 
 

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumer.domain.limits import locale_problem
+from consumer.domain.locales import canonical_locale
 from consumer.domain.sending_window import QuietHours, SendingWindow
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -40,6 +42,8 @@ class Settings(BaseSettings):
     quiet_hours: str = ""
     # Follow-ups sent per user per local calendar day; 0: no cap.
     max_sends_per_user_per_day: int = Field(0, ge=0)
+    # The texts' locale for users whose own locale (and its language) has no text.
+    default_locale: str = "en"
     retention_days: int = Field(90, ge=1)
     max_retries: int = Field(5, ge=0)
 
@@ -108,6 +112,14 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @field_validator("default_locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        problem = locale_problem(value.strip())
+        if problem is not None:
+            raise ValueError(problem)
+        return canonical_locale(value.strip())
 
     @field_validator("quiet_hours")
     @classmethod

@@ -53,22 +53,22 @@ def confirmed(
     *,
     conversation_id: str | None = None,
     timezone: str | None = None,
+    locale: str | None = None,
     event_id: str | None = None,
     fmt: str = "json",
 ) -> Event:
-    return Event(
-        "booking_confirmed",
-        {
-            "event_id": event_id or new_id("evc"),
-            "occurred_at": occurred_at,
-            "user_id": user_id,
-            "booking_id": booking_id,
-            "event_date": event_date,
-            "conversation_id": conversation_id,
-            "timezone": timezone,
-        },
-        fmt,
-    )
+    record = {
+        "event_id": event_id or new_id("evc"),
+        "occurred_at": occurred_at,
+        "user_id": user_id,
+        "booking_id": booking_id,
+        "event_date": event_date,
+        "conversation_id": conversation_id,
+        "timezone": timezone,
+    }
+    if locale is not None:  # left out otherwise, as a producer on the v2 schema writes it
+        record["locale"] = locale
+    return Event("booking_confirmed", record, fmt)
 
 
 def cancelled(
@@ -125,20 +125,20 @@ def activity(
     *,
     activity_type: str = "login",
     conversation_id: str | None = None,
+    locale: str | None = None,
     event_id: str | None = None,
     fmt: str = "json",
 ) -> Event:
-    return Event(
-        "user_activity",
-        {
-            "event_id": event_id or new_id("eva"),
-            "occurred_at": occurred_at,
-            "user_id": user_id,
-            "activity_type": activity_type,
-            "conversation_id": conversation_id,
-        },
-        fmt,
-    )
+    record = {
+        "event_id": event_id or new_id("eva"),
+        "occurred_at": occurred_at,
+        "user_id": user_id,
+        "activity_type": activity_type,
+        "conversation_id": conversation_id,
+    }
+    if locale is not None:  # left out otherwise, as a producer on the v1 schema writes it
+        record["locale"] = locale
+    return Event("user_activity", record, fmt)
 
 
 TIME_ZONES = (None, "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Australia/Sydney")

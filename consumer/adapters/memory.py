@@ -51,6 +51,8 @@ from consumer.domain.model import (
     UserState,
     reengagement_id,
 )
+from consumer.domain.template_text import StoredTemplate
+from consumer.domain.templates import seeded_book
 from consumer.domain.working_set import WorkingSet
 from consumer.service.ports import (
     BatchKeys,
@@ -126,6 +128,8 @@ class FollowupRow:
     cancelled_by: str | None = None  # OPERATOR, or None: a rule cancelled it
     held_reason: str | None = None  # quiet_hours, daily_cap: why due_at is later
     approved_at: datetime | None = None  # a dispatcher's go-ahead (the daily cap)
+    locale: str | None = None  # executed: of the template version rendered
+    template_version: int | None = None
 
     def claimable(self, now: datetime) -> bool:
         """`lease_until IS NULL OR lease_until < now` (CLAIM_DUE, NEXT_DUE_AT, CANCEL)."""
@@ -169,6 +173,11 @@ class _Tables:
     bookings: dict[str, Booking] = field(default_factory=dict)
     conversations: dict[str, Conversation] = field(default_factory=dict)
     offsets: dict[Partition, int] = field(default_factory=dict)
+    # message_templates: every version, by (template id, locale), oldest first;
+    # seeded as migration 0004 seeds it.
+    templates: dict[tuple[str, str], list[StoredTemplate]] = field(
+        default_factory=lambda: {k: [t] for k, t in seeded_book().items()}
+    )
 
     def copy(self) -> _Tables:
         # Rows are frozen and replaced, never mutated: copying the dicts is enough.
@@ -178,6 +187,7 @@ class _Tables:
             dict(self.bookings),
             dict(self.conversations),
             dict(self.offsets),
+            {k: list(v) for k, v in self.templates.items()},
         )
 
 
@@ -262,7 +272,10 @@ class MemoryUnitOfWork:
             self._store._check_user(u)
             if u.user_id in t.users:
                 t.users[u.user_id] = replace(
-                    u, last_activity_at=_utc(u.last_activity_at), timezone_at=_utc(u.timezone_at)
+                    u,
+                    last_activity_at=_utc(u.last_activity_at),
+                    timezone_at=_utc(u.timezone_at),
+                    locale_at=_utc(u.locale_at),
                 )
         for c in convs:
             self._store._check_conversation(c)
@@ -400,6 +413,7 @@ class MemoryStore:
     def _check_user(self, u: UserState) -> None:
         self._check_text("user_projection.user_id", u.user_id, 255)
         self._check_text("user_projection.timezone", u.timezone, 64)
+        self._check_text("user_projection.locale", u.locale, 35)
 
     def _check_conversation(self, c: Conversation) -> None:
         self._check_text("conversation_emotions.conversation_id", c.conversation_id)
@@ -537,9 +551,11 @@ class MemoryStore:
                 for b in t.bookings.values()
                 if b.user_id in user_ids and b.confirmed_at is not None and b.cancelled_at is None
             )
+            templates = {k: versions[-1] for k, versions in t.templates.items()}
         activity = {u.user_id: u.last_activity_at for u in users if u.last_activity_at}
         zones = {u.user_id: u.timezone for u in users if u.timezone}
-        return FiringFacts(scores, activity, zones, live)
+        locales = {u.user_id: u.locale for u in users if u.locale}
+        return FiringFacts(scores, activity, zones, live, locales, templates)
 
     async def mark_executed(self, owner: str, done: Sequence[Executed], now: datetime) -> int:
         if not done:
@@ -547,6 +563,7 @@ class MemoryStore:
         for d in done:
             self._check_text("scheduled_followups.template_id", d.template_id, 64)
             self._check_text("scheduled_followups.message_content", d.message)
+            self._check_text("scheduled_followups.locale", d.locale, 35)
         marked: set[str] = set()
         async with self._write("mark_executed") as t:
             for d in done:
@@ -560,6 +577,8 @@ class MemoryStore:
                         executed_at=_utc(now),
                         template_id=d.template_id,
                         message_content=d.message,
+                        locale=d.locale,
+                        template_version=d.template_version,
                         lease_owner=None,
                         lease_until=None,
                     )
@@ -704,6 +723,34 @@ class MemoryStore:
             for id_ in gone:
                 del t.followups[id_]
         return len(gone)
+
+    # --- message templates ---
+
+    async def current_templates(self) -> list[StoredTemplate]:
+        async with self._read() as t:
+            return [t.templates[k][-1] for k in sorted(t.templates)]
+
+    async def template_versions(self, template_id: str) -> list[StoredTemplate]:
+        async with self._read() as t:
+            return [
+                v
+                for key in sorted(k for k in t.templates if k[0] == template_id)
+                for v in reversed(t.templates[key])
+            ]
+
+    async def put_template(
+        self, template_id: str, locale: str, body: str, now: datetime
+    ) -> tuple[StoredTemplate, bool]:
+        self._check_text("message_templates.template_id", template_id, 64)
+        self._check_text("message_templates.locale", locale, 35)
+        self._check_text("message_templates.body", body)
+        async with self._write("put_template") as t:
+            versions = t.templates.setdefault((template_id, locale), [])
+            if versions and versions[-1].body == body:
+                return versions[-1], False
+            added = StoredTemplate(template_id, locale, len(versions) + 1, body, _utc_required(now))
+            versions.append(added)
+            return added, True
 
     # --- operations ---
 

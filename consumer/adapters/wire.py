@@ -32,8 +32,10 @@ from consumer.domain.limits import (
     FREE_TEXT_MAX_CHARS,
     bounded_text_problem,
     identifier_problem,
+    locale_problem,
     timestamp_problem,
 )
+from consumer.domain.locales import canonical_locale
 from consumer.domain.model import default_conversation_id
 from consumer.service.ports import BadValue, Unavailable
 
@@ -99,6 +101,11 @@ def _check_timezone(value: str) -> str:
     return value
 
 
+def _check_locale(value: str) -> str:
+    # A bad tag is refused like a bad zone (a dead letter): the producer's bug shows.
+    return canonical_locale(_checked(locale_problem(value), value))
+
+
 def _check_timestamp(value: datetime) -> datetime:
     # AwareDatetime has already refused naive values; the shared rule also
     # refuses instants with no UTC equivalent (year 1 at +01:00) before converting.
@@ -111,6 +118,7 @@ Timestamp = Annotated[AwareDatetime, AfterValidator(_check_timestamp)]
 ActivityType = Annotated[str, AfterValidator(_check_activity_type)]
 FreeText = Annotated[str, AfterValidator(_check_free_text)]
 TimeZoneName = Annotated[str, AfterValidator(_check_timezone)]
+LocaleTag = Annotated[str, AfterValidator(_check_locale)]
 Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 
 
@@ -132,6 +140,7 @@ class _BookingConfirmedIn(_WireEvent):
     event_date: Timestamp
     conversation_id: Id | None = None
     timezone: TimeZoneName | None = None
+    locale: LocaleTag | None = None
 
     def to_event(self) -> BookingConfirmed:
         return BookingConfirmed(
@@ -143,6 +152,7 @@ class _BookingConfirmedIn(_WireEvent):
             # The contract's default, so every booking has a conversation.
             conversation_id=self.conversation_id or default_conversation_id(self.booking_id),
             timezone=self.timezone,
+            locale=self.locale,
         )
 
 
@@ -181,6 +191,7 @@ class _EmotionScoredIn(_WireEvent):
 class _UserActivityIn(_WireEvent):
     activity_type: ActivityType
     conversation_id: Id | None = None
+    locale: LocaleTag | None = None
 
     def to_event(self) -> UserActivity:
         return UserActivity(
@@ -189,6 +200,7 @@ class _UserActivityIn(_WireEvent):
             user_id=self.user_id,
             activity_type=self.activity_type,
             conversation_id=self.conversation_id,
+            locale=self.locale,
         )
 
 

@@ -29,6 +29,7 @@ class BookingConfirmed:
     event_date: datetime
     conversation_id: str
     timezone: str | None
+    locale: str | None = None  # BCP 47, canonical case (fr-CA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,7 @@ class UserActivity:
     user_id: str
     activity_type: str
     conversation_id: str | None
+    locale: str | None = None  # BCP 47, canonical case (fr-CA)
 
 
 InputEvent = BookingConfirmed | BookingCancelled | EmotionScored | UserActivity

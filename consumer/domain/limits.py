@@ -9,6 +9,7 @@ their own answer: 422 naming the field, argparse's exit 2, a dead letter.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Final
 
@@ -78,3 +79,24 @@ def credential_problem(value: str) -> str | None:
     if len(value) > CREDENTIAL_MAX_CHARS:
         return "too long"
     return text_problem(value)
+
+
+# BCP 47 as people write it: a language (2-3 letters), then an optional script
+# (4 letters), region (2 letters or 3 digits) and variants; e.g. fr, fr-CA,
+# zh-Hant-TW, es-419. Extensions and private use (-u-, -x-) are not needed to
+# choose a text and are refused rather than half understood.
+LOCALE_MAX_CHARS: Final = 35
+_LOCALE = re.compile(
+    r"[A-Za-z]{2,3}(-[A-Za-z]{4})?(-(?:[A-Za-z]{2}|[0-9]{3}))?"
+    r"(-(?:[A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*"
+)
+
+
+def locale_problem(value: str) -> str | None:
+    """Why this is not a locale tag (BCP 47: `fr`, `fr-CA`, `zh-Hant-TW`), or None."""
+    if len(value) > LOCALE_MAX_CHARS:
+        return f"must be at most {LOCALE_MAX_CHARS} characters, got {len(value)}"
+    if not value.isascii() or _LOCALE.fullmatch(value) is None:
+        shown = value[:LOCALE_MAX_CHARS].encode("utf-8", "backslashreplace").decode()
+        return f"{shown!r} is not a BCP 47 locale tag (e.g. en, fr, fr-CA)"
+    return None

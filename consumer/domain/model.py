@@ -127,6 +127,10 @@ class UserState:
     # Which re-engagement is current (see reengagement_id); None: none yet.
     reengagement_cycle: int | None = None
     refused_followups: int = 0
+    # BCP 47, from booking.confirmed and user.activity: the newest one wins, as
+    # for the zone (`locale_at` is its occurred_at).
+    locale: str | None = None
+    locale_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

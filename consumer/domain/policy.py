@@ -31,6 +31,8 @@ class Policy:
     max_lateness: timedelta = timedelta(hours=48)
     # QUIET_HOURS and MAX_SENDS_PER_USER_PER_DAY, in each user's local time.
     sending: SendingWindow = field(default_factory=SendingWindow)
+    # DEFAULT_LOCALE: the texts' locale for users whose own has none (BCP 47).
+    default_locale: str = "en"
 
     def too_late(self, scheduled_at: datetime, now: datetime) -> bool:
         """Older than MAX_LATENESS (backfill, long outage): never worth sending."""

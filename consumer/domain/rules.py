@@ -348,6 +348,7 @@ class _Decision:
             if old is not None and old.confirmed_at is not None and old.user_id != booking.user_id:
                 self._reconcile_post_event(old.user_id, {e.booking_id})
         self._touch(e.user_id, e.occurred_at, tz_changed=tz_changed)
+        self._project_locale(e.user_id, e.locale, e.occurred_at)
 
     def booking_cancelled(self, e: BookingCancelled) -> None:
         old = self.state.booking(e.booking_id)
@@ -390,6 +391,16 @@ class _Decision:
 
     def user_activity(self, e: UserActivity) -> None:
         self._touch(e.user_id, e.occurred_at)
+        self._project_locale(e.user_id, e.locale, e.occurred_at)
+
+    def _project_locale(self, user_id: str, locale: str | None, occurred_at: datetime) -> None:
+        """The user's locale, like their zone: from the event with the greatest
+        (occurred_at, locale) that carried one, whatever order they came in."""
+        user = self._user(user_id)
+        if locale and (
+            user.locale_at is None or (occurred_at, locale) > (user.locale_at, user.locale or "")
+        ):
+            self._set_user(replace(user, locale=locale, locale_at=occurred_at))
 
     # --- post-event ---------------------------------------------------------------
 

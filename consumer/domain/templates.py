@@ -1,68 +1,47 @@
-"""The message templates of the original design and how one is chosen.
+"""Which template a follow-up gets when it fires, in which locale, and its text.
 
 The choice is made when a follow-up fires, from the projections as they are
-then (CONTRACT.md: "The template is chosen when the follow-up fires").
+then (CONTRACT.md: "The template is chosen when the follow-up fires"), and from
+the templates as they are then: the texts are data (the store's current
+versions, passed in), so an edit applies to the next firing without a restart.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from enum import StrEnum
-from string import Formatter
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
+from consumer.domain.locales import FALLBACK_LOCALE, fallback_chain, long_date, narrower_to_wider
 from consumer.domain.model import Followup, Score, TriggerType
 from consumer.domain.rules import emotion_band
+from consumer.domain.template_seeds import SEEDS
+from consumer.domain.template_text import (
+    VARIABLES,
+    StoredTemplate,
+    TemplateError,
+    TemplateId,
+    render_body,
+)
 
+__all__ = [
+    "VARIABLES",
+    "FiringContext",
+    "StoredTemplate",
+    "TemplateBook",
+    "TemplateError",
+    "TemplateId",
+    "choose_template",
+    "pick_template",
+    "render",
+    "sample_values",
+    "seeded_book",
+    "values_for",
+]
 
-class TemplateId(StrEnum):
-    POST_EVENT_HIGH = "post_event_high_emotion"
-    POST_EVENT_NEUTRAL = "post_event_neutral_emotion"
-    POST_EVENT_LOW = "post_event_low_emotion"
-    REENGAGEMENT_GENERAL = "reengagement_general"
-    REENGAGEMENT_PAST_CUSTOMER = "reengagement_past_customer"
-    EMOTION_CHECK_IN = "emotion_check_in"
-    CUSTOM = "custom"
-
-
-TEMPLATES: dict[TemplateId, str] = {
-    TemplateId.POST_EVENT_HIGH: (
-        "Hi! 🎉 We hope your event on {event_date} was wonderful!\n\n"
-        "We'd love to hear how it went. Did everything meet your expectations? "
-        "Any highlights or feedback you'd like to share?\n\n"
-        "Looking forward to hearing from you!"
-    ),
-    TemplateId.POST_EVENT_NEUTRAL: (
-        "Hello! We're checking in about your event on {event_date}.\n\n"
-        "How did it go? Your feedback helps us serve you better.\n\n"
-        "Reach out any time if you have questions or are planning another event."
-    ),
-    TemplateId.POST_EVENT_LOW: (
-        "Hi there. We're following up on your event from {event_date}.\n\n"
-        "You mentioned some concerns when we spoke, and we want to be sure everything "
-        "went smoothly. If anything fell short, please tell us: we want to make it right."
-    ),
-    TemplateId.REENGAGEMENT_GENERAL: (
-        "Hi! It's been a while ({days_inactive} days) since we last talked.\n\n"
-        "Are you planning an event soon? We have new menus and services you might like, "
-        "and we're happy to help."
-    ),
-    TemplateId.REENGAGEMENT_PAST_CUSTOMER: (
-        "Hello! We hope you're doing well.\n\n"
-        "We loved being part of your last event and would be glad to help with the next "
-        "one. As a returning customer, ask us about special arrangements."
-    ),
-    TemplateId.EMOTION_CHECK_IN: (
-        "Hi, we wanted to check in with you.\n\n"
-        "It sounded like something was bothering you in our last conversation. "
-        "Is there anything we can clarify or fix? We're here to help."
-    ),
-    TemplateId.CUSTOM: "{custom_message}",
-}
-
-VARIABLES = ("event_date", "booking_id", "days_inactive", "custom_message")
+# The current version of each (template id, locale).
+TemplateBook = Mapping[tuple[str, str], StoredTemplate]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +53,8 @@ class FiringContext:
     last_activity_at: datetime | None = None
     # The customer's zone: their event date is shown as the date they lived it.
     timezone: ZoneInfo | None = None
+    # The customer's locale (BCP 47), from their bookings and activity; None: unknown.
+    locale: str | None = None
 
 
 def choose_template(followup: Followup, ctx: FiringContext) -> TemplateId:
@@ -94,24 +75,70 @@ def choose_template(followup: Followup, ctx: FiringContext) -> TemplateId:
             return TemplateId.CUSTOM
 
 
-def human_date(when: datetime) -> str:
-    """'March 5, 2026': the format the original templates used."""
-    return f"{when:%B} {when.day}, {when.year}"
+def seeded_book() -> dict[tuple[str, str], StoredTemplate]:
+    """Version 1 of every seeded text: what a new database holds."""
+    return {key: StoredTemplate(key[0], key[1], 1, body) for key, body in SEEDS.items()}
 
 
-def render(template: TemplateId, followup: Followup, ctx: FiringContext, now: datetime) -> str:
-    """Fill a template; every variable is defined so no template can fail to render."""
+def pick_template(
+    book: TemplateBook, template_id: str, user_locale: str | None, default_locale: str
+) -> StoredTemplate:
+    """The text in the user's locale, else its language (fr-CA -> fr), else
+    DEFAULT_LOCALE, else the seeded English (in the book, or as seeded)."""
+    for locale in fallback_chain(user_locale, default_locale):
+        found = book.get((template_id, locale))
+        if found is not None:
+            return found
+    return StoredTemplate(template_id, FALLBACK_LOCALE, 1, SEEDS[(template_id, FALLBACK_LOCALE)])
+
+
+def date_locale_for(template: StoredTemplate, user_locale: str | None) -> str:
+    """Dates in the user's own locale when the text is in their language (fr-CA's
+    conventions in a `fr` text), else in the text's locale: never a French date
+    in an English sentence."""
+    if user_locale and template.locale in narrower_to_wider(user_locale):
+        return user_locale
+    return template.locale
+
+
+def values_for(
+    followup: Followup, ctx: FiringContext, now: datetime, date_locale: str
+) -> dict[str, str]:
+    """Every variable, always defined, so that any valid body renders."""
     days_inactive = (now - ctx.last_activity_at).days if ctx.last_activity_at else 0
-    values = {
-        "event_date": human_date(followup.event_date.astimezone(ctx.timezone))
-        if followup.event_date
-        else "",
+    event_date = ""
+    if followup.event_date is not None:
+        event_date = long_date(followup.event_date.astimezone(ctx.timezone).date(), date_locale)
+    return {
+        "event_date": event_date,
         "booking_id": ", ".join(followup.active_booking_ids or followup.booking_ids),
         "days_inactive": str(max(days_inactive, 0)),
         "custom_message": followup.custom_message or "",
     }
-    # Format only our own text: values are data, never parsed as format strings.
-    return "".join(
-        literal + (values[field] if field is not None else "")
-        for literal, field, _spec, _conv in Formatter().parse(TEMPLATES[template])
-    )
+
+
+def render(template: StoredTemplate, followup: Followup, ctx: FiringContext, now: datetime) -> str:
+    """The message: `template`'s body filled for this follow-up; values are data,
+    never parsed as format strings. Raises TemplateError for a body that the
+    admin API would have refused (a row edited by hand)."""
+    values = values_for(followup, ctx, now, date_locale_for(template, ctx.locale))
+    return render_body(template.body, values)
+
+
+def sample_values(
+    date_locale: str,
+    *,
+    event_date: date,
+    booking_id: str | None = None,
+    days_inactive: int | None = None,
+    custom_message: str | None = None,
+) -> dict[str, str]:
+    """A preview's variables: those given, sample values for the others."""
+    return {
+        "event_date": long_date(event_date, date_locale),
+        "booking_id": booking_id if booking_id is not None else "bk-1234",
+        "days_inactive": str(days_inactive if days_inactive is not None else 30),
+        "custom_message": custom_message
+        if custom_message is not None
+        else "Your table for four is booked for Saturday at 8 pm.",
+    }

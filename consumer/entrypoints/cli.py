@@ -1,5 +1,6 @@
 """`followup-consumer` command line: run, migrate (cli_migrate.py), replay, the
 operator commands (followups list/show/cancel/schedule, erase-user, health; cli_ops.py),
+the message templates (templates list/show/set/preview; cli_templates*.py),
 and the tools to watch it work (produce-sample, tail; kafka_tools.py)."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from consumer.domain.limits import (
     timestamp_problem,
 )
 from consumer.domain.model import Status, TriggerType
+from consumer.entrypoints import cli_templates
 from consumer.entrypoints.exit_codes import EXIT_USAGE
 from consumer.entrypoints.local_services import settings_from_services
 from consumer.entrypoints.sample import parse_duration
@@ -53,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     _operator_commands(sub)
+    cli_templates.add_parser(sub)
     _kafka_tools(sub)
     return parser
 
@@ -166,6 +169,11 @@ def _kafka_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     sample.add_argument(
         "--format", choices=["json", "avro"], default="json", help="wire format (default json)"
+    )
+    sample.add_argument(
+        "--locale",
+        type=cli_templates.locale_tag,
+        help="the customer's locale on the booking (BCP 47, e.g. fr): text and date in it",
     )
 
     tail = sub.add_parser(
@@ -307,6 +315,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from consumer.entrypoints import cli_ops
 
         return cli_ops.execute(args, settings, utc_now)
+    if args.command == "templates":
+        from consumer.entrypoints import cli_templates_ops
+
+        return cli_templates_ops.execute(args, settings, utc_now)
     if args.command == "replay":
         from consumer.entrypoints.replay import replay
 

@@ -21,7 +21,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import uvicorn
@@ -37,16 +37,20 @@ from consumer.adapters.metrics import Metrics
 from consumer.domain.limits import (
     ID_MAX_CHARS,
     LIST_LIMIT_MAX,
+    LOCALE_MAX_CHARS,
     MESSAGE_MAX_CHARS,
     bounded_text_problem,
     credential_problem,
     identifier_problem,
+    locale_problem,
     message_problem,
     timestamp_problem,
 )
 from consumer.domain.model import Status, TriggerType
+from consumer.domain.template_text import TEMPLATE_MAX_CHARS, StoredTemplate, body_problem
 from consumer.service.health import HealthReport, Probe
 from consumer.service.operations import CancelResult, LimitReached, Operations, TooLate
+from consumer.service.template_operations import BadTemplate, UnknownTemplate
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +104,29 @@ PathId = Annotated[
     _rule(identifier_problem),
     Path(json_schema_extra={"minLength": 1, "maxLength": ID_MAX_CHARS}),
 ]
+# Any text: an id that is no template's is a 404, like an unknown follow-up.
+TemplatePathId = Annotated[str, Path(json_schema_extra={"minLength": 1, "maxLength": 64})]
+LocaleTag = Annotated[
+    str,
+    _rule(locale_problem),
+    Field(
+        description="BCP 47 (en, fr, fr-CA)",
+        json_schema_extra={
+            "minLength": 2,
+            "maxLength": LOCALE_MAX_CHARS,
+            "pattern": r"^[A-Za-z]{2,3}(-[A-Za-z]{4})?(-([A-Za-z]{2}|[0-9]{3}))?"
+            r"(-([A-Za-z0-9]{5,8}|[0-9][A-Za-z0-9]{3}))*$",
+        },
+    ),
+]
+TemplateBody = Annotated[
+    str,
+    _rule(body_problem),
+    Field(
+        description="text with {event_date}, {booking_id}, {days_inactive}, {custom_message}",
+        json_schema_extra={"minLength": 1, "maxLength": TEMPLATE_MAX_CHARS},
+    ),
+]
 
 
 async def _always_live() -> Probe:
@@ -124,6 +151,28 @@ class CustomFollowupIn(BaseModel):
     scheduled_at: Instant
     # Send at scheduled_at even inside the user's QUIET_HOURS (the daily cap applies).
     ignore_quiet_hours: bool = False
+
+
+class TemplateIn(BaseModel):
+    locale: LocaleTag
+    body: TemplateBody
+
+
+class PreviewVariablesIn(BaseModel):
+    """Variables of a preview; those left out take sample values."""
+
+    model_config = {"extra": "forbid"}
+
+    event_date: date | None = None
+    booking_id: OptionalId | None = None
+    days_inactive: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    custom_message: Annotated[str, _rule(message_problem), _text(MESSAGE_MAX_CHARS)] | None = None
+
+
+class PreviewIn(BaseModel):
+    locale: LocaleTag | None = Field(None, description="default: DEFAULT_LOCALE")
+    body: TemplateBody | None = Field(None, description="try this text instead of the stored one")
+    variables: PreviewVariablesIn = Field(default_factory=PreviewVariablesIn)
 
 
 # --- answers, as the OpenAPI schema declares them ------------------------------------
@@ -162,6 +211,41 @@ class CancelledOut(BaseModel):
 class ErasedOut(BaseModel):
     user_id: str
     deleted: dict[str, int] = Field(description="rows deleted, by table")
+
+
+class TemplateOut(BaseModel):
+    template_id: str
+    locale: str
+    version: int
+    body: str
+    created_at: DateTime | None
+
+
+class TemplateVersionsOut(BaseModel):
+    template_id: str
+    versions: list[TemplateOut] = Field(description="by locale, newest first")
+
+
+class TemplatePutOut(TemplateOut):
+    created: bool = Field(description="false: the current version had this body already")
+
+
+class PreviewOut(BaseModel):
+    template_id: str
+    locale: str = Field(description="of the text rendered (the fallback chain's pick)")
+    version: int | None = Field(description="null: the body given, not a stored version")
+    body: str
+    message: str
+
+
+def _template_out(t: StoredTemplate) -> dict[str, Any]:
+    return {
+        "template_id": t.template_id,
+        "locale": t.locale,
+        "version": t.version,
+        "body": t.body,
+        "created_at": t.created_at.isoformat() if t.created_at else None,
+    }
 
 
 class ErrorOut(BaseModel):
@@ -278,6 +362,7 @@ def create_app(ctx: HttpContext) -> FastAPI:
     admin = Depends(_admin_guard(ctx))
     _reading_routes(app, ctx, admin)
     _writing_routes(app, ctx, admin)
+    _template_routes(app, ctx, admin)
     return app
 
 
@@ -412,6 +497,96 @@ def _writing_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
     @app.delete("/admin/users/{user_id}", dependencies=[Admin], responses=_ADMIN_ERRORS)
     async def erase_user(user_id: PathId) -> ErasedOut:
         return ErasedOut(user_id=user_id, deleted=await ctx.operations.erase_user(user_id))
+
+
+_TEMPLATE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _UNAUTHORIZED,
+    404: _error("Admin endpoints disabled (no ADMIN_TOKEN), or no such template"),
+}
+_TEMPLATE_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_TEMPLATE_ERRORS,
+    400: _error("The body is not text at all (not UTF-8)"),
+    413: _error(f"The body is larger than {BODY_MAX_BYTES} bytes"),
+}
+
+
+def _refused(exc: BadTemplate) -> RequestValidationError:
+    """The operations' own check, shaped like every other 422."""
+    loc = ("body", exc.field)
+    return RequestValidationError([{"type": "value_error", "loc": loc, "msg": exc.problem}])
+
+
+def _template_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
+    @app.get("/admin/templates", dependencies=[Admin], responses=_TEMPLATE_ERRORS)
+    async def list_templates() -> list[TemplateOut]:
+        """The current version of every template in every locale it has."""
+        current = await ctx.operations.templates.current()
+        return [TemplateOut.model_validate(_template_out(t)) for t in current]
+
+    @app.get("/admin/templates/{template_id}", dependencies=[Admin], responses=_TEMPLATE_ERRORS)
+    async def get_template(template_id: TemplatePathId) -> TemplateVersionsOut:
+        """Every version of one template, by locale, newest (current) first."""
+        try:
+            versions = await ctx.operations.templates.versions(template_id)
+        except UnknownTemplate as exc:
+            raise HTTPException(404, str(exc)) from exc
+        return TemplateVersionsOut(
+            template_id=template_id,
+            versions=[TemplateOut.model_validate(_template_out(t)) for t in versions],
+        )
+
+    @app.put(
+        "/admin/templates/{template_id}", dependencies=[Admin], responses=_TEMPLATE_WRITE_ERRORS
+    )
+    async def put_template(template_id: TemplatePathId, body: TemplateIn) -> TemplatePutOut:
+        """A new version in the locale, current at once for every instance; the
+        previous versions stay on record."""
+        try:
+            added, created = await ctx.operations.templates.put(template_id, body.locale, body.body)
+        except UnknownTemplate as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except BadTemplate as exc:
+            raise _refused(exc) from exc
+        log.info(
+            "template version added" if created else "template unchanged",
+            extra={
+                "template_id": added.template_id,
+                "locale": added.locale,
+                "version": added.version,
+            },
+        )
+        return TemplatePutOut.model_validate({**_template_out(added), "created": created})
+
+    @app.post(
+        "/admin/templates/{template_id}/preview",
+        dependencies=[Admin],
+        responses=_TEMPLATE_WRITE_ERRORS,
+    )
+    async def preview_template(template_id: TemplatePathId, body: PreviewIn) -> PreviewOut:
+        """The message a user in `locale` would get from the current version (or from
+        `body`), with the variables given and sample values for the others."""
+        v = body.variables
+        try:
+            shown = await ctx.operations.templates.preview(
+                template_id,
+                locale=body.locale,
+                body=body.body,
+                event_date=v.event_date,
+                booking_id=v.booking_id,
+                days_inactive=v.days_inactive,
+                custom_message=v.custom_message,
+            )
+        except UnknownTemplate as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except BadTemplate as exc:
+            raise _refused(exc) from exc
+        return PreviewOut(
+            template_id=shown.template_id,
+            locale=shown.locale,
+            version=shown.version,
+            body=shown.body,
+            message=shown.message,
+        )
 
 
 class _Server(uvicorn.Server):

@@ -63,6 +63,7 @@ def execute(args: argparse.Namespace, settings: Settings, clock: Clock) -> int:
                         due_in=args.due_in,
                         value_format=args.format,
                         clock=clock,
+                        locale=args.locale,
                     ),
                     on_signal=EXIT_INTERRUPTED,
                 )
@@ -124,6 +125,7 @@ async def produce_sample(
     due_in: timedelta,
     value_format: str,
     clock: Clock,
+    locale: str | None = None,
 ) -> int:
     suffix = uuid.uuid4().hex[:6]
     now = clock()
@@ -133,6 +135,7 @@ async def produce_sample(
         due_in=due_in,
         followup_delay=timedelta(hours=settings.followup_delay_hours),
         suffix=suffix,
+        locale=locale,
     )
     sent = await send_story(settings, story, value_format)
     _write(

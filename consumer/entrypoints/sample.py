@@ -93,13 +93,20 @@ class Story:
 
 
 def build_story(
-    *, now: datetime, user_id: str, due_in: timedelta, followup_delay: timedelta, suffix: str
+    *,
+    now: datetime,
+    user_id: str,
+    due_in: timedelta,
+    followup_delay: timedelta,
+    suffix: str,
+    locale: str | None = None,
 ) -> Story:
     """The story of one user whose post-event follow-up falls due `due_in` after `now`.
 
     `suffix` makes the ids (booking, conversation, messages, events) unique; every
     time is aware and in whole milliseconds, so what is sent is exactly what the
     consumer reads and `followup_due_at` is exactly when it schedules the follow-up.
+    `locale`, when given, is on the booking: the follow-up's text and date in it.
     """
     now = to_millis(now)
     booking_id = f"bk-{suffix}"
@@ -109,19 +116,20 @@ def build_story(
     def event_id(name: str) -> str:
         return f"sample-{suffix}-{name}"
 
+    booking: dict[str, Any] = {
+        "event_id": event_id("booking"),
+        "occurred_at": min(event_date, now) - BOOKED_BEFORE_EVENT,
+        "user_id": user_id,
+        "booking_id": booking_id,
+        "event_date": event_date,
+        "conversation_id": conversation_id,
+        "timezone": USER_TIMEZONE,
+    }
+    if locale is not None:
+        booking["locale"] = locale
     events = [
         SampleEvent(
-            EventKind.BOOKING_CONFIRMED,
-            {
-                "event_id": event_id("booking"),
-                "occurred_at": min(event_date, now) - BOOKED_BEFORE_EVENT,
-                "user_id": user_id,
-                "booking_id": booking_id,
-                "event_date": event_date,
-                "conversation_id": conversation_id,
-                "timezone": USER_TIMEZONE,
-            },
-            "the booking, confirmed a week before its event",
+            EventKind.BOOKING_CONFIRMED, booking, "the booking, confirmed a week before its event"
         ),
         SampleEvent(
             EventKind.USER_ACTIVITY,

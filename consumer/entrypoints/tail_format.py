@@ -127,9 +127,13 @@ def format_due(
         value = event.get(name)
         return "-" if value is None else cut(str(value), limit)
 
+    # Which text: its locale and version, from releases that say (followup.due v2).
+    version = ""
+    if event.get("locale") is not None or event.get("template_version") is not None:
+        version = f" {field('locale', 35)} v{field('template_version', 12)}"
     lines = [
         f"{head}  {field('trigger_type', 40)} for {field('user_id')} "
-        f"({field('template_id', 60)}, attempt {field('attempt', 12)})",
+        f"({field('template_id', 60)}{version}, attempt {field('attempt', 12)})",
         *(INDENT + line for line in message_lines(str(event.get("message", "")))),
         INDENT + _times(event, local),
         f"{INDENT}conversation {field('conversation_id')}, booking {field('booking_id')}, "

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
+
+
+def shows_as_is(c: str) -> bool:
+    """Printable, or a space (the no-break spaces of French typography, say): a
+    terminal shows it as a blank, it moves nothing and starts no sequence."""
+    return c.isprintable() or unicodedata.category(c) == "Zs"
 
 
 def printable(value: object) -> str:
@@ -15,4 +22,4 @@ def printable(value: object) -> str:
     text = str(value)
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+    return "".join(c if shows_as_is(c) else c.encode("unicode_escape").decode() for c in text)

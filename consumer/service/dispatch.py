@@ -23,7 +23,15 @@ from zoneinfo import ZoneInfo
 from consumer.domain.model import Followup
 from consumer.domain.policy import Policy, RetryPolicy
 from consumer.domain.sending_window import Verdict, plan_send, sends_per_day
-from consumer.domain.templates import FiringContext, choose_template, render
+from consumer.domain.templates import (
+    FiringContext,
+    StoredTemplate,
+    TemplateError,
+    choose_template,
+    pick_template,
+    render,
+    seeded_book,
+)
 from consumer.service.ports import (
     Cipher,
     ClaimedFollowup,
@@ -53,7 +61,7 @@ class PlainText:
 
 
 def due_record(
-    f: Followup, template_id: str, message: str, attempt: int, now: datetime
+    f: Followup, template: StoredTemplate, message: str, attempt: int, now: datetime
 ) -> dict[str, Any]:
     """The `followup.due` event; `event_id` is the follow-up's id, stable across resends."""
     return {
@@ -62,12 +70,14 @@ def due_record(
         "user_id": f.user_id,
         "conversation_id": f.conversation_id,
         "trigger_type": f.trigger_type.value,
-        "template_id": template_id,
+        "template_id": template.template_id,
         "message": message,
         "scheduled_at": f.scheduled_at,
         "emitted_at": now,
         "booking_id": (f.active_booking_ids or f.booking_ids or (None,))[0],
         "attempt": attempt,
+        "locale": template.locale,
+        "template_version": template.version,
     }
 
 
@@ -84,7 +94,33 @@ def firing_context(f: Followup, facts: FiringFacts, policy: Policy) -> FiringCon
         has_live_booking=f.user_id in facts.users_with_live_booking,
         last_activity_at=facts.last_activity.get(f.user_id),
         timezone=ZoneInfo(zone) if zone else policy.default_timezone,
+        locale=facts.locales.get(f.user_id),
     )
+
+
+def compose(
+    f: Followup, ctx: FiringContext, facts: FiringFacts, policy: Policy, now: datetime
+) -> tuple[StoredTemplate, str]:
+    """The template version for this follow-up (its choice, in the user's locale or
+    the nearest there is) and the message rendered from it."""
+    template_id = choose_template(f, ctx).value
+    template = pick_template(facts.templates, template_id, ctx.locale, policy.default_locale)
+    try:
+        return template, render(template, f, ctx, now)
+    except TemplateError as exc:
+        # Only a row edited by hand past the admin API's check gets here: the
+        # seeded text goes out instead of nothing, and the log says which row.
+        log.error(
+            "stored template cannot be rendered; the seeded text is used",
+            extra={
+                "template_id": template.template_id,
+                "locale": template.locale,
+                "version": template.version,
+                "error": str(exc),
+            },
+        )
+        seeded = pick_template(seeded_book(), template_id, ctx.locale, policy.default_locale)
+        return seeded, render(seeded, f, ctx, now)
 
 
 class Dispatcher:
@@ -259,13 +295,19 @@ class Dispatcher:
             if f.custom_message is not None:
                 f = replace(f, custom_message=self.cipher.open(f.custom_message))
             ctx = firing_context(f, facts, self.policy)
-            template = choose_template(f, ctx)
-            text = render(template, f, ctx, now)
+            template, text = compose(f, ctx, facts, self.policy, now)
             # Stored sealed when FOLLOWUP_ENCRYPTION_KEY is set; published in clear.
-            rendered.append(Executed(f.id, template.value, self.cipher.seal(text)))
-            messages.append(
-                DueMessage(f.user_id, due_record(f, template.value, text, c.retry_count + 1, now))
+            rendered.append(
+                Executed(
+                    f.id,
+                    template.template_id,
+                    self.cipher.seal(text),
+                    template.locale,
+                    template.version,
+                )
             )
+            record = due_record(f, template, text, c.retry_count + 1, now)
+            messages.append(DueMessage(f.user_id, record))
         results = await self.publisher.publish(messages)
         done = [r for r, err in zip(rendered, results, strict=True) if err is None]
         published_at = self.clock()

@@ -19,6 +19,7 @@ from consumer.service.ports import (
     FollowupView,
     Store,
 )
+from consumer.service.template_operations import TemplateOperations
 
 __all__ = [
     "MESSAGE_MAX_CHARS",
@@ -58,6 +59,7 @@ class Operations:
         self.policy = policy
         self.cipher = cipher
         self.clock = clock
+        self.templates = TemplateOperations(store, policy, clock)
 
     def _opened(self, view: FollowupView) -> FollowupView:
         """Messages are stored sealed when a key is set; operators read them in clear."""

@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from consumer.domain.model import Followup, Score, Status, TriggerType
+from consumer.domain.template_text import StoredTemplate
 from consumer.domain.working_set import WorkingSet
 
 Headers = Sequence[tuple[str, bytes | None]]  # Kafka header values may be null
@@ -163,6 +164,10 @@ class FiringFacts:
     last_activity: Mapping[str, datetime]
     timezones: Mapping[str, str]
     users_with_live_booking: frozenset[str]
+    locales: Mapping[str, str] = field(default_factory=dict)
+    # The current version of every (template id, locale), read with the rest: an
+    # edit committed before this read is what these follow-ups get.
+    templates: Mapping[tuple[str, str], StoredTemplate] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +175,8 @@ class Executed:
     id: str
     template_id: str
     message: str
+    locale: str | None = None  # of the template version rendered
+    template_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +221,9 @@ class FollowupView:
     # quiet hours or the daily cap, or a retry); `held_reason` says which hold.
     sends_at: datetime | None = None
     held_reason: str | None = None
+    # Executed: the locale and version of the template its message came from.
+    locale: str | None = None
+    template_version: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -309,7 +319,26 @@ class OperationsStore(Protocol):
     async def figures(self, midnight: datetime) -> Figures: ...
 
 
-class Store(IngestStore, DispatchStore, PeriodicStore, OperationsStore, Protocol):
+class TemplateStore(Protocol):
+    """The message templates: versions per (template id, locale), never updated."""
+
+    async def current_templates(self) -> list[StoredTemplate]:
+        """The newest version of every (template id, locale), by id then locale."""
+        ...
+
+    async def template_versions(self, template_id: str) -> list[StoredTemplate]:
+        """Every version of one template, by locale, newest first."""
+        ...
+
+    async def put_template(
+        self, template_id: str, locale: str, body: str, now: datetime
+    ) -> tuple[StoredTemplate, bool]:
+        """Add a version (the next number for that locale) unless the current one has
+        this body already; then that one. True when a version was added."""
+        ...
+
+
+class Store(IngestStore, DispatchStore, PeriodicStore, OperationsStore, TemplateStore, Protocol):
     """Everything the service keeps: one PostgreSQL database (or memory, in tests)."""
 
     async def migrate(self) -> bool:

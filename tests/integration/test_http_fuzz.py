@@ -43,6 +43,7 @@ from consumer.adapters.crypto import MessageCipher
 from consumer.adapters.metrics import Metrics
 from consumer.adapters.postgres.store import PostgresStore, create_engine, migrate
 from consumer.domain.policy import Policy
+from consumer.domain.template_text import TemplateId
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.service.health import HealthReport
 from consumer.service.operations import Operations
@@ -191,10 +192,15 @@ def test_no_5xx_and_every_answer_matches_the_schema(
     @given(
         case=operation.as_strategy(generation_mode=mode),
         existing=st.none() | st.sampled_from(existing_ids),
+        template=st.none() | st.sampled_from([t.value for t in TemplateId]),
     )
-    def one(case: Case[Any], existing: str | None) -> None:
+    def one(case: Case[Any], existing: str | None, template: str | None) -> None:
         if existing and mode is GenerationMode.POSITIVE and "followup_id" in path:
             case.path_parameters = {"followup_id": existing}
+        # Real template ids too, so that generated bodies reach PUT's and preview's
+        # 200 and 422 (random ids only ever find 404).
+        if template and mode is GenerationMode.POSITIVE and "template_id" in path:
+            case.path_parameters = {"template_id": template}
         statuses[case.call_and_validate(checks=CHECKS).status_code] += 1
 
     one()
@@ -294,6 +300,9 @@ def test_hostile_bytes_in_body_path_query_and_headers_get_a_4xx(
                         ("GET", "/admin/followups/{}"),
                         ("POST", "/admin/followups/{}/cancel"),
                         ("DELETE", "/admin/users/{}"),
+                        ("GET", "/admin/templates/{}"),
+                        ("PUT", "/admin/templates/{}"),
+                        ("POST", "/admin/templates/{}/preview"),
                     ]
                 )
             )

@@ -1,5 +1,5 @@
 """The service's database role (consumer/adapters/postgres/sql/least_privilege.sql): data access to
-the service's five tables, nothing else, and enough for the real ingest, dispatch
+the service's six tables, nothing else, and enough for the real ingest, dispatch
 and periodic SQL."""
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ TABLES = frozenset(
         "booking_projection",
         "conversation_emotions",
         "consumer_offsets",
+        "message_templates",
     }
 )
 DATA_ACCESS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE"})
@@ -140,7 +141,7 @@ async def _grants(admin: URL, role: str) -> set[tuple[str, str]]:
     return {(r["table_name"], r["privilege_type"]) for r in rows}
 
 
-async def test_role_is_a_plain_login_with_data_access_to_the_five_tables(
+async def test_role_is_a_plain_login_with_data_access_to_the_six_tables(
     app_role: AppRole,
 ) -> None:
     assert await _grants(app_role.admin, app_role.name) == {

@@ -83,6 +83,8 @@ def test_confluent_wire_format_round_trip(
         "emitted_at": datetime(2026, 3, 5, 9, 0, 1, tzinfo=UTC),
         "booking_id": None,
         "attempt": 1,
+        "locale": "fr",
+        "template_version": 2,
     }
     ctx = SerializationContext("followup.due", MessageField.VALUE)
 

@@ -118,7 +118,7 @@ async def test_produce_sample_and_see_the_follow_up_fire_in_tail(settings: Setti
     lines = seen.out.splitlines()
     assert len([line for line in lines if not line.startswith(" ")]) == 2  # one record, a gap
     assert f"{settings.topic_followup_due} [partition " in lines[0]
-    assert lines[0].endswith(f"post_event for {user} (post_event_high_emotion, attempt 1)")
+    assert lines[0].endswith(f"post_event for {user} (post_event_high_emotion en v1, attempt 1)")
     assert "    | Hi! 🎉 We hope your event on " in seen.out
     published = rf"\n    due \d{{4}}-\d\d-\d\d {at} \S+, published \d+\.\d s later\n"
     assert re.search(published, seen.out)
@@ -189,3 +189,21 @@ async def test_tail_timeout_without_enough_records(settings: Settings) -> None:
     assert short.code == 1
     assert short.out == ""
     assert short.err.splitlines()[-1] == "tail: 0 of 1 records within 1 s"
+
+
+@pytest.mark.timeout(180)
+async def test_a_french_sample_customer_gets_the_french_text(settings: Settings) -> None:
+    user = new_id("amelie")
+    async with running(settings):
+        tail = await Tail.start(settings, "--max", "1", "--timeout", str(COMMAND_SECONDS))
+        sample = await cli(
+            settings, "produce-sample", "--user", user, "--due-in", "1s", "--locale", "fr"
+        )
+        assert sample.code == 0, sample.err
+        assert '"locale":"fr"' in sample.out
+        seen = await tail.finished()
+    assert seen.code == 0, seen.err
+    assert seen.out.splitlines()[0].endswith(
+        f"post_event for {user} (post_event_high_emotion fr v1, attempt 1)"
+    )
+    assert "    | Bonjour\u00a0! 🎉 Nous espérons que votre événement du " in seen.out

@@ -247,7 +247,8 @@ def test_show_lists_every_field() -> None:
     assert set(fields) == {
         "id", "user_id", "conversation_id", "trigger_type", "status", "scheduled_at",
         "executed_at", "cancelled_at", "created_at", "template_id", "message_content",
-        "error_message", "retry_count", "sends_at", "held_reason", "trigger_data.booking_ids",
+        "error_message", "retry_count", "sends_at", "held_reason", "locale", "template_version",
+        "trigger_data.booking_ids",
         "trigger_data.custom_message",
     }  # fmt: skip
     assert fields["id"] == "f-1"

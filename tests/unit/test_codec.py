@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from consumer.adapters.codec import (
     AVRO_CONTENT_TYPE,
@@ -34,6 +34,7 @@ FULL: dict[str, dict[str, Any]] = {
         "event_date": T1,
         "conversation_id": "c-1",
         "timezone": "Europe/Berlin",
+        "locale": "fr-CA",
     },
     "booking_cancelled": {
         "event_id": "e-2",
@@ -57,6 +58,7 @@ FULL: dict[str, dict[str, Any]] = {
         "user_id": "u-1",
         "activity_type": "login",
         "conversation_id": "c-1",
+        "locale": "fr",
     },
     "followup_due": {
         "event_id": "f-1",
@@ -70,14 +72,16 @@ FULL: dict[str, dict[str, Any]] = {
         "emitted_at": T1 + timedelta(seconds=3),
         "booking_id": "b-1",
         "attempt": 2,
+        "locale": "fr",
+        "template_version": 3,
     },
 }
 OPTIONAL: dict[str, tuple[str, ...]] = {
-    "booking_confirmed": ("conversation_id", "timezone"),
+    "booking_confirmed": ("conversation_id", "timezone", "locale"),
     "booking_cancelled": ("reason",),
     "message_emotion_scored": ("label",),
-    "user_activity": ("conversation_id",),
-    "followup_due": ("booking_id",),
+    "user_activity": ("conversation_id", "locale"),
+    "followup_due": ("booking_id", "locale", "template_version"),
 }
 TIMESTAMPS = {"occurred_at", "event_date", "scheduled_at", "emitted_at"}
 
@@ -281,6 +285,7 @@ def test_json_ignores_unknown_fields(codec: Codec) -> None:
     assert codec.decode("user_activity", json_value(record)) == {
         **minimal("user_activity"),
         "conversation_id": None,
+        "locale": None,
     }
 
 
@@ -304,6 +309,47 @@ def test_v1_booking_confirmed_decodes_with_defaults(codec: Codec) -> None:
         **record,
         "conversation_id": None,
         "timezone": None,
+        "locale": None,
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "older", "added"),
+    [
+        ("booking_confirmed", "booking_confirmed.v2.avsc", {"locale"}),
+        ("user_activity", "user_activity.v1.avsc", {"locale"}),
+        ("followup_due", "followup_due.v1.avsc", {"locale", "template_version"}),
+    ],
+)
+def test_the_previous_writer_schema_still_decodes(
+    codec: Codec, name: str, older: str, added: set[str]
+) -> None:
+    """Values a producer wrote before `locale` (and followup.due before its new
+    fields) decode with the new fields null."""
+    previous = json.loads((SCHEMAS_DIR / "history" / older).read_text())
+    current = json.loads((SCHEMAS_DIR / f"{name}.avsc").read_text())
+    assert [f["name"] for f in current["fields"]] == [
+        *(f["name"] for f in previous["fields"]),
+        *sorted(added, key=lambda n: [f["name"] for f in current["fields"]].index(n)),
+    ]
+    record = {k: v for k, v in FULL[name].items() if k not in added}
+    value = single_object(previous, record)
+    assert value[2:10] != codec.fingerprint(name)
+    assert codec.decode(name, value) == {**record, **dict.fromkeys(added)}
+
+
+def test_an_old_reader_of_followup_due_reads_what_this_release_writes(codec: Codec) -> None:
+    """Backward compatible for the messaging service: a reader still on v1 resolves
+    a v2 record (Avro schema resolution skips the fields it does not know)."""
+    v1 = parse_schema(
+        json.loads((SCHEMAS_DIR / "history" / "followup_due.v1.avsc").read_text()), {}
+    )
+    v2 = parse_schema(json.loads(codec.schema_text("followup_due")), {})
+    body = codec.encode_avro("followup_due", FULL["followup_due"])[10:]
+    old = schemaless_reader(BytesIO(body), v2, v1)
+    assert isinstance(old, dict)
+    assert old == {
+        k: v for k, v in FULL["followup_due"].items() if k not in {"locale", "template_version"}
     }
 
 
@@ -311,7 +357,7 @@ def test_history_identical_to_current_is_harmless(tmp_path: Path) -> None:
     shutil.copytree(SCHEMAS_DIR, tmp_path, dirs_exist_ok=True)
     raw = json.loads((SCHEMAS_DIR / "user_activity.avsc").read_text())
     raw["doc"] = "only the documentation changed"
-    (tmp_path / "history" / "user_activity.v1.avsc").write_text(json.dumps(raw))
+    (tmp_path / "history" / "user_activity.v9.avsc").write_text(json.dumps(raw))
     codec = Codec.load(tmp_path)
     value = codec.encode_avro("user_activity", FULL["user_activity"])
     assert codec.decode("user_activity", value) == FULL["user_activity"]

@@ -19,6 +19,7 @@ from alembic.script import Script, ScriptDirectory
 
 from consumer.adapters.postgres import schema
 from consumer.adapters.postgres.schema import Migration, SchemaStatus
+from consumer.domain.template_seeds import SEEDS
 from consumer.entrypoints import cli, cli_migrate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -157,3 +158,10 @@ def test_what_migrate_says() -> None:
     assert migration(replace(nothing, after=None, undone=("0002", "0001"))) == (
         "downgraded 0002 -> base (head is 0002)"
     )
+
+
+def test_0004_seeds_the_texts_of_the_code_as_version_1() -> None:
+    """The revision writes its seed out (a shipped revision never changes); at this
+    release it is exactly the code's English and French texts."""
+    [script] = [s for s in scripts() if s.revision == "0004"]
+    assert {(t, loc): body for t, loc, body in script.module.SEED} == SEEDS

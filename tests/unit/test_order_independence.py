@@ -59,6 +59,7 @@ H = timedelta(hours=1)
 OCCURRED = [BASE + h * H for h in (-30, -2, 0, 1, 2, 5, 12, 20, 23, 24, 25, 30, 47, 48, 60)]
 EVENT_DATES = [BASE + h * H for h in (-120, -24, 0, 12, 20, 24, 30, 36, 48, 60, 96, 100, 124)]
 ZONES = [None, "Europe/Berlin", "America/New_York"]
+LOCALES = [None, "fr", "fr-CA", "de"]
 SCORES = [0.0, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 0.9, 1.0]
 REASONS = [None, "ill", "weather"]
 
@@ -88,6 +89,7 @@ def histories(draw: st.DrawFn, max_users: int = 3) -> list[InputEvent]:
                             st.sampled_from([default_conversation_id(booking), *convs])
                         ),
                         timezone=draw(st.sampled_from(ZONES)),
+                        locale=draw(st.sampled_from(LOCALES)),
                     )
                 )
             for _ in range(draw(st.integers(0, 2))):
@@ -122,6 +124,7 @@ def histories(draw: st.DrawFn, max_users: int = 3) -> list[InputEvent]:
                     user_id=user,
                     activity_type="login",
                     conversation_id=None,
+                    locale=draw(st.sampled_from(LOCALES)),
                 )
             )
     # A producer's mistake, now and then: a booking or conversation named under

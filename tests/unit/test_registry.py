@@ -469,7 +469,7 @@ async def test_the_encoder_registers_once_and_frames_with_the_id() -> None:
     assert confluent_schema_id(value) == 2
     schemas = RegistrySchemas(registry.client())
     await schemas.prefetch([2])
-    assert CODEC.decode("user_activity", value, schemas) == ACTIVITY_RECORD
+    assert CODEC.decode("user_activity", value, schemas) == {**ACTIVITY_RECORD, "locale": None}
 
 
 # --- settings ---------------------------------------------------------------------------

@@ -321,6 +321,24 @@ def test_timezones_of_confirmations_at_the_same_time_tie_break_by_name() -> None
     assert fresh(a, b).users["u1"].timezone == fresh(b, a).users["u1"].timezone == "Europe/Berlin"
 
 
+def test_the_users_locale_is_the_newest_any_booking_or_activity_carried() -> None:
+    """Projected like the zone: the greatest (occurred_at, locale) among the events
+    that carried one, whatever order they came in; events without one change nothing."""
+    events: list[InputEvent] = [
+        replace(confirmed("b1", at=T0), locale="de"),
+        replace(activity(T0 + H), locale="fr-CA"),
+        replace(confirmed("b2", EVENT_DATE + 9 * D, at=T0 + 2 * H), locale=None),
+        activity(T0 + 3 * H),
+    ]
+    results = {
+        (ws.users["u1"].locale, ws.users["u1"].locale_at)
+        for ws in (fresh(*order) for order in permutations(events))
+    }
+    assert results == {("fr-CA", T0 + H)}
+    tie = [replace(activity(T0), locale="fr"), replace(activity(T0, eid="x"), locale="es")]
+    assert fresh(*tie).users["u1"].locale == fresh(*tie[::-1]).users["u1"].locale == "fr"
+
+
 @pytest.mark.parametrize(
     ("older", "newer"),
     [

@@ -260,3 +260,18 @@ def test_two_stories_share_no_id() -> None:
     ids_a = {e.record["event_id"] for e in a.events} | {a.booking_id, a.conversation_id}
     ids_b = {e.record["event_id"] for e in b.events} | {b.booking_id, b.conversation_id}
     assert not ids_a & ids_b
+
+
+def test_a_locale_puts_the_customer_in_it() -> None:
+    french = build_story(
+        now=NOW, user_id="u", due_in=DAY, followup_delay=DAY, suffix="abc123", locale="fr"
+    )
+    booking = french.events[0]
+    assert booking.kind is EventKind.BOOKING_CONFIRMED
+    event = parse_event(booking.kind, CODEC.encode_avro(booking.kind, booking.record), CODEC)
+    assert getattr(event, "locale", None) == "fr"
+    assert "locale" not in story().events[0].record  # none unless asked
+    args = cli._parser().parse_args(["produce-sample", "--locale", "FR-ca"])
+    assert args.locale == "fr-CA"
+    with pytest.raises(SystemExit):
+        cli._parser().parse_args(["produce-sample", "--locale", "fr_CA"])

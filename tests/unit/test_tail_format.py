@@ -20,9 +20,11 @@ from consumer.entrypoints.tail_format import (
     format_dead,
     format_due,
     in_order,
+    message_lines,
     record_json,
     show_bytes,
 )
+from consumer.entrypoints.terminal import printable, shows_as_is
 
 CODEC = Codec.load()
 T = datetime(2026, 5, 1, 12, 0, 1, 250000, tzinfo=UTC)
@@ -63,9 +65,10 @@ def shown_due(r: Record) -> str:
 
 
 def safe(text: str) -> None:
-    """Every line printable: no escape sequence, carriage return, NUL, bidi override..."""
+    """Every line printable (or a space): no escape sequence, carriage return, NUL,
+    bidi override..."""
     for line in text.splitlines():
-        assert line.isprintable(), repr(line)
+        assert all(shows_as_is(c) for c in line), repr(line)
     assert "\r" not in text
 
 
@@ -290,3 +293,18 @@ def test_the_command_line() -> None:
         with pytest.raises(SystemExit) as exc:
             cli._parser().parse_args(["tail", *bad])
         assert exc.value.code == 2
+
+
+def test_a_follow_up_says_which_locale_and_version_its_text_was() -> None:
+    r = record(
+        CODEC.encode_avro("followup_due", {**due_event(), "locale": "fr", "template_version": 3})
+    )
+    first = shown_due(r).splitlines()[0]
+    assert first.endswith("post_event for user-1 (post_event_high_emotion fr v3, attempt 1)")
+
+
+def test_french_spaces_show_as_spaces_controls_stay_escaped() -> None:
+    assert printable("Bonjour\u00a0! Prix\u202f: 5\u2009€") == "Bonjour\u00a0! Prix\u202f: 5\u2009€"
+    assert printable("a\u00a0b\x1b[2J\u202ec") == "a\u00a0b\\x1b[2J\\u202ec"
+    lines = message_lines("Bonjour\u00a0! 🎉\nÀ bientôt\u00a0?")
+    assert lines == ["| Bonjour\u00a0! 🎉", "| À bientôt\u00a0?"]

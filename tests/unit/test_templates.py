@@ -9,13 +9,13 @@ from typing import Any
 import pytest
 
 from consumer.domain.model import Followup, Score, TriggerType
+from consumer.domain.template_seeds import ENGLISH
 from consumer.domain.templates import (
-    TEMPLATES,
     VARIABLES,
     FiringContext,
+    StoredTemplate,
     TemplateId,
     choose_template,
-    human_date,
     render,
 )
 
@@ -37,6 +37,13 @@ def fu(trigger: TriggerType = TriggerType.POST_EVENT, **kw: Any) -> Followup:
 def scores(*values: float) -> tuple[Score, ...]:
     """Newest first, as the projection keeps them."""
     return tuple(Score(f"m{i}", T0 - timedelta(minutes=i), v) for i, v in enumerate(values))
+
+
+def text(template: TemplateId | str) -> StoredTemplate:
+    """A seeded English text, or a body of the test's own."""
+    if isinstance(template, TemplateId):
+        return StoredTemplate(template.value, "en", 1, ENGLISH[template])
+    return StoredTemplate("custom", "en", 1, template)
 
 
 def placeholders(template: str) -> set[str]:
@@ -114,11 +121,11 @@ def test_post_event_template_ignores_the_booking_state() -> None:
 
 @pytest.mark.parametrize("trigger", list(TriggerType))
 def test_every_trigger_type_has_a_template(trigger: TriggerType) -> None:
-    assert choose_template(fu(trigger), FiringContext()) in TEMPLATES
+    assert choose_template(fu(trigger), FiringContext()) in ENGLISH
 
 
 def test_every_template_id_has_a_text_using_only_the_documented_variables() -> None:
-    assert set(TEMPLATES) == set(TemplateId)
+    assert set(ENGLISH) == set(TemplateId)
     assert {str(t) for t in TemplateId} == {
         "post_event_high_emotion",
         "post_event_neutral_emotion",
@@ -128,8 +135,8 @@ def test_every_template_id_has_a_text_using_only_the_documented_variables() -> N
         "emotion_check_in",
         "custom",
     }
-    for text in TEMPLATES.values():
-        assert placeholders(text) <= set(VARIABLES)
+    for body in ENGLISH.values():
+        assert placeholders(body) <= set(VARIABLES)
     assert set(VARIABLES) == {"event_date", "booking_id", "days_inactive", "custom_message"}
 
 
@@ -137,15 +144,15 @@ def test_every_template_id_has_a_text_using_only_the_documented_variables() -> N
 
 
 @pytest.mark.parametrize(
-    ("when", "text"),
+    ("when", "expected"),
     [
         (datetime(2026, 3, 5, 18, 0, tzinfo=UTC), "March 5, 2026"),
         (datetime(2026, 11, 25, 0, 0, tzinfo=UTC), "November 25, 2026"),
         (datetime(2027, 1, 1, 23, 59, tzinfo=UTC), "January 1, 2027"),
     ],
 )
-def test_human_date_reads_like_march_5_2026(when: datetime, text: str) -> None:
-    assert human_date(when) == text
+def test_english_dates_read_like_march_5_2026(when: datetime, expected: str) -> None:
+    assert render(text("{event_date}"), fu(event_date=when), FiringContext(), NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -154,9 +161,9 @@ def test_human_date_reads_like_march_5_2026(when: datetime, text: str) -> None:
 )
 def test_post_event_message_names_the_event_date(template: TemplateId) -> None:
     f = fu(event_date=datetime(2026, 3, 5, 18, 0, tzinfo=UTC), booking_ids=("b1",))
-    text = render(template, f, FiringContext(), NOW)
-    assert "March 5, 2026" in text
-    assert not {"{", "}"} & set(text)
+    out = render(text(template), f, FiringContext(), NOW)
+    assert "March 5, 2026" in out
+    assert not {"{", "}"} & set(out)
 
 
 @pytest.mark.parametrize("template", list(TemplateId))
@@ -167,15 +174,15 @@ def test_every_template_renders_without_leftover_placeholders(template: Template
         active_booking_ids=("b1",),
         custom_message="hello",
     )
-    text = render(template, f, FiringContext(last_activity_at=T0), NOW)
-    assert text
-    assert not {"{", "}"} & set(text)
+    out = render(text(template), f, FiringContext(last_activity_at=T0), NOW)
+    assert out
+    assert not {"{", "}"} & set(out)
 
 
 def test_every_template_renders_even_with_nothing_to_fill_in() -> None:
     for template in TemplateId:
-        text = render(template, fu(), FiringContext(), NOW)
-        assert not {"{", "}"} & set(text)
+        out = render(text(template), fu(), FiringContext(), NOW)
+        assert not {"{", "}"} & set(out)
 
 
 @pytest.mark.parametrize(
@@ -189,8 +196,8 @@ def test_every_template_renders_even_with_nothing_to_fill_in() -> None:
 )
 def test_days_inactive_is_whole_days_since_the_last_activity(idle: timedelta, days: str) -> None:
     ctx = FiringContext(last_activity_at=NOW - idle)
-    text = render(TemplateId.REENGAGEMENT_GENERAL, fu(TriggerType.RE_ENGAGEMENT), ctx, NOW)
-    assert f"({days} days)" in text
+    out = render(text(TemplateId.REENGAGEMENT_GENERAL), fu(TriggerType.RE_ENGAGEMENT), ctx, NOW)
+    assert f"({days} days)" in out
 
 
 @pytest.mark.parametrize(
@@ -198,15 +205,14 @@ def test_days_inactive_is_whole_days_since_the_last_activity(idle: timedelta, da
 )
 def test_days_inactive_is_never_negative_or_missing(last: datetime | None) -> None:
     ctx = FiringContext(last_activity_at=last)
-    text = render(TemplateId.REENGAGEMENT_GENERAL, fu(TriggerType.RE_ENGAGEMENT), ctx, NOW)
-    assert "(0 days)" in text
+    out = render(text(TemplateId.REENGAGEMENT_GENERAL), fu(TriggerType.RE_ENGAGEMENT), ctx, NOW)
+    assert "(0 days)" in out
 
 
 ALL_VARIABLES = "{event_date}|{booking_id}|{days_inactive}|{custom_message}"
 
 
-def test_renderer_fills_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TEMPLATES, TemplateId.CUSTOM, ALL_VARIABLES)
+def test_renderer_fills_every_variable() -> None:
     f = fu(
         TriggerType.CUSTOM,
         event_date=datetime(2026, 3, 5, 18, 0, tzinfo=UTC),
@@ -215,7 +221,7 @@ def test_renderer_fills_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
         custom_message="hi",
     )
     ctx = FiringContext(last_activity_at=NOW - timedelta(days=12))
-    assert render(TemplateId.CUSTOM, f, ctx, NOW) == "March 5, 2026|b1, b2|12|hi"
+    assert render(text(ALL_VARIABLES), f, ctx, NOW) == "March 5, 2026|b1, b2|12|hi"
 
 
 @pytest.mark.parametrize(
@@ -228,14 +234,12 @@ def test_renderer_fills_every_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     ids=["active-only", "all-cancelled-falls-back", "none"],
 )
 def test_booking_id_lists_the_active_bookings(
-    monkeypatch: pytest.MonkeyPatch,
     booking_ids: tuple[str, ...],
     active: tuple[str, ...],
     expected: str,
 ) -> None:
-    monkeypatch.setitem(TEMPLATES, TemplateId.POST_EVENT_NEUTRAL, "[{booking_id}]")
     f = fu(booking_ids=booking_ids, active_booking_ids=active)
-    assert render(TemplateId.POST_EVENT_NEUTRAL, f, FiringContext(), NOW) == f"[{expected}]"
+    assert render(text("[{booking_id}]"), f, FiringContext(), NOW) == f"[{expected}]"
 
 
 @pytest.mark.parametrize(
@@ -262,16 +266,15 @@ def test_booking_id_lists_the_active_bookings(
 def test_custom_message_comes_out_literally(message: str) -> None:
     f = fu(TriggerType.CUSTOM, custom_message=message, event_date=T0, booking_ids=("b1",))
     ctx = FiringContext(last_activity_at=T0)
-    assert render(TemplateId.CUSTOM, f, ctx, NOW) == message
+    assert render(text(TemplateId.CUSTOM), f, ctx, NOW) == message
 
 
 def test_custom_template_without_a_message_renders_empty() -> None:
-    assert render(TemplateId.CUSTOM, fu(TriggerType.CUSTOM), FiringContext(), NOW) == ""
+    assert render(text(TemplateId.CUSTOM), fu(TriggerType.CUSTOM), FiringContext(), NOW) == ""
 
 
-def test_booking_id_with_braces_is_not_reparsed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(TEMPLATES, TemplateId.POST_EVENT_NEUTRAL, "{booking_id}/{event_date}")
+def test_booking_id_with_braces_is_not_reparsed() -> None:
     f = fu(booking_ids=("{event_date}",), active_booking_ids=("{event_date}",), event_date=T0)
-    assert render(TemplateId.POST_EVENT_NEUTRAL, f, FiringContext(), NOW) == (
+    assert render(text("{booking_id}/{event_date}"), f, FiringContext(), NOW) == (
         "{event_date}/March 1, 2026"
     )

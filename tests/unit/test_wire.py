@@ -462,3 +462,39 @@ def test_the_decoder_turns_an_unexpected_error_into_a_dead_letter(
     assert "RuntimeError" in info.value.message
     assert "simulated bug" in info.value.message
     assert "Traceback" in caplog.text
+
+
+LOCALE_KINDS = pytest.mark.parametrize(
+    "kind", [EventKind.BOOKING_CONFIRMED, EventKind.USER_ACTIVITY], ids=str
+)
+
+
+@LOCALE_KINDS
+@pytest.mark.parametrize(
+    ("given", "kept"), [("fr", "fr"), ("FR-ca", "fr-CA"), ("es-419", "es-419")]
+)
+@FORMATS
+def test_locale_is_kept_in_its_canonical_spelling(
+    codec: Codec, kind: EventKind, given: str, kept: str, fmt: str
+) -> None:
+    event = parse_event(kind, encode(codec, kind, {**VALID[kind], "locale": given}, fmt), codec)
+    assert isinstance(event, BookingConfirmed | UserActivity)
+    assert event.locale == kept
+
+
+@LOCALE_KINDS
+@pytest.mark.parametrize("locale", ["fr_CA", "", "français", "en-US-x-twain", "e" * 40])
+@FORMATS
+def test_a_bad_locale_is_a_dead_letter_like_a_bad_zone(
+    codec: Codec, kind: EventKind, locale: str, fmt: str
+) -> None:
+    err = bad(codec, kind, {"locale": locale}, fmt)
+    assert err.error_type == "rule_violation"
+    assert "'locale'" in err.message
+
+
+@LOCALE_KINDS
+def test_no_locale_is_none(codec: Codec, kind: EventKind) -> None:
+    event = parse_event(kind, encode(codec, kind, VALID[kind], "avro"), codec)
+    assert isinstance(event, BookingConfirmed | UserActivity)
+    assert event.locale is None

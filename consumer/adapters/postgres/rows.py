@@ -16,6 +16,7 @@ from consumer.domain.model import (
     TriggerType,
     UserState,
 )
+from consumer.domain.template_text import StoredTemplate
 from consumer.service.ports import FollowupView
 
 # `scheduled_followups.cancelled_by` of a row an operator cancelled (NULL: a rule did).
@@ -106,6 +107,8 @@ def user(row: Mapping[Any, Any]) -> UserState:
         timezone_at=row["timezone_at"],
         reengagement_cycle=row["reengagement_cycle"],
         refused_followups=row["refused_followups"],
+        locale=row["locale"],
+        locale_at=row["locale_at"],
     )
 
 
@@ -145,6 +148,8 @@ def write_back_params(
             "timezone_at": [u.timezone_at for u in users],
             "reengagement_cycle": [u.reengagement_cycle for u in users],
             "refused_followups": [u.refused_followups for u in users],
+            "locale": [u.locale for u in users],
+            "locale_at": [u.locale_at for u in users],
         },
         "conversations": {
             "conversation_id": [c.conversation_id for c in convs],
@@ -186,4 +191,10 @@ def view(row: Any) -> FollowupView:
         # When it will go out: its due_at (a hold or a retry moves it), while pending.
         sends_at=row.due_at if row.status == Status.PENDING.value else None,
         held_reason=row.held_reason if row.status == Status.PENDING.value else None,
+        locale=row.locale,
+        template_version=row.template_version,
     )
+
+
+def template(row: Any) -> StoredTemplate:
+    return StoredTemplate(row.template_id, row.locale, row.version, row.body, row.created_at)

@@ -31,7 +31,7 @@ _FOLLOWUP_F = ", ".join(f"f.{c}" for c in FOLLOWUP_COLUMNS)
 VIEW_COLUMNS = (
     "id, user_id, conversation_id, trigger_type, status, scheduled_at, executed_at, "
     "cancelled_at, created_at, template_id, message_content, error_message, retry_count, "
-    "trigger_data::text AS trigger_data, due_at, held_reason"
+    "trigger_data::text AS trigger_data, due_at, held_reason, locale, template_version"
 )
 
 # --- ingest: lock, load, write back -------------------------------------------------------
@@ -51,7 +51,8 @@ class Projection:
 USERS = Projection(
     "user_projection",
     "user_id",
-    "user_id, last_activity_at, timezone, timezone_at, reengagement_cycle, refused_followups",
+    "user_id, last_activity_at, timezone, timezone_at, reengagement_cycle, refused_followups, "
+    "locale, locale_at",
     seed_user=False,
 )
 CONVERSATIONS = Projection(
@@ -178,6 +179,8 @@ WRITE_BACK = {
             Column("timezone_at", _TS),
             Column("reengagement_cycle", "integer"),
             Column("refused_followups", "integer"),
+            Column("locale", _ID),
+            Column("locale_at", _TS),
         ),
     ),
     "conversations": WriteBack(
@@ -289,7 +292,7 @@ FIRING_SCORES = text(
     "WHERE conversation_id = ANY(CAST(:ids AS varchar[]))"
 )
 FIRING_USERS = text(
-    "SELECT user_id, last_activity_at, timezone FROM user_projection "
+    "SELECT user_id, last_activity_at, timezone, locale FROM user_projection "
     "WHERE user_id = ANY(CAST(:ids AS varchar[]))"
 )
 FIRING_LIVE_BOOKINGS = text(
@@ -299,10 +302,12 @@ FIRING_LIVE_BOOKINGS = text(
 )
 MARK_EXECUTED = text(
     "UPDATE scheduled_followups AS f SET status = 'executed', executed_at = :now, "
-    "template_id = v.template_id, message_content = v.message, "
+    "template_id = v.template_id, message_content = v.message, locale = v.locale, "
+    "template_version = v.version, "
     "lease_owner = NULL, lease_until = NULL, updated_at = now() "
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:templates AS varchar[]), "
-    "CAST(:messages AS text[])) AS v(id, template_id, message) "
+    "CAST(:messages AS text[]), CAST(:locales AS varchar[]), CAST(:versions AS integer[])) "
+    "AS v(id, template_id, message, locale, version) "
     "WHERE f.id = v.id AND f.lease_owner = :owner AND f.status = 'pending'"
 )
 MARK_EXPIRED = text(
@@ -383,6 +388,32 @@ FIGURES = text(
     "count(*) FILTER (WHERE status = 'executed' AND executed_at >= :midnight) "
     "AS executed_today FROM scheduled_followups "
     "WHERE status = 'pending' OR (status = 'executed' AND executed_at >= :midnight)"
+)
+
+# --- message templates ------------------------------------------------------------------------
+
+_TEMPLATE = "template_id, locale, version, body, created_at"
+CURRENT_TEMPLATES = text(
+    # A few rows per template: the newest per (template, locale) by the primary key.
+    f"SELECT DISTINCT ON (template_id, locale) {_TEMPLATE} FROM message_templates "
+    "ORDER BY template_id, locale, version DESC"
+)
+TEMPLATE_VERSIONS = text(
+    f"SELECT {_TEMPLATE} FROM message_templates WHERE template_id = :id "
+    "ORDER BY locale, version DESC"
+)
+CURRENT_TEMPLATE = text(
+    f"SELECT {_TEMPLATE} FROM message_templates WHERE template_id = :id AND locale = :locale "
+    "ORDER BY version DESC LIMIT 1"
+)
+# Edits of templates one at a time: two at once would both take the same next number.
+TEMPLATES_LOCK = text("SELECT pg_advisory_xact_lock(hashtext('followup-consumer:templates'))")
+INSERT_TEMPLATE = text(
+    "INSERT INTO message_templates (template_id, locale, version, body, created_at) "
+    "SELECT CAST(:id AS varchar), CAST(:locale AS varchar), COALESCE(max(version), 0) + 1, "
+    "CAST(:body AS text), CAST(:now AS timestamptz) FROM message_templates "
+    f"WHERE template_id = CAST(:id AS varchar) AND locale = CAST(:locale AS varchar) "
+    f"RETURNING {_TEMPLATE}"
 )
 
 # --- schema migrations (schema.py) ---------------------------------------------------------

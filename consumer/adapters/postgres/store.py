@@ -24,6 +24,7 @@ from consumer.adapters.postgres.engine import create_engine
 from consumer.adapters.postgres.errors import translated, translating
 from consumer.adapters.postgres.schema import NotPermitted, SchemaAhead, migrate
 from consumer.domain.model import Followup, Status, TriggerType, reengagement_id
+from consumer.domain.template_text import StoredTemplate
 from consumer.domain.working_set import WorkingSet
 from consumer.service.ports import (
     BatchKeys,
@@ -230,9 +231,13 @@ class PostgresStore:
             users = list(await conn.execute(sql.FIRING_USERS, {"ids": user_ids}))
             activity = {r.user_id: r.last_activity_at for r in users if r.last_activity_at}
             zones = {r.user_id: r.timezone for r in users if r.timezone}
+            locales = {r.user_id: r.locale for r in users if r.locale}
             live = await conn.execute(sql.FIRING_LIVE_BOOKINGS, {"ids": user_ids})
             with_booking = frozenset(r.user_id for r in live)
-        return FiringFacts(scores, activity, zones, with_booking)
+            # Read at every firing, never cached: an edit applies to the next round.
+            found = await conn.execute(sql.CURRENT_TEMPLATES)
+            templates = {(t.template_id, t.locale): t for t in map(rows.template, found)}
+        return FiringFacts(scores, activity, zones, with_booking, locales, templates)
 
     @translating
     async def mark_executed(self, owner: str, done: Sequence[Executed], now: datetime) -> int:
@@ -247,6 +252,8 @@ class PostgresStore:
                     "ids": [d.id for d in done],
                     "templates": [d.template_id for d in done],
                     "messages": [d.message for d in done],
+                    "locales": [d.locale for d in done],
+                    "versions": [d.template_version for d in done],
                 },
             )
             return int(result.rowcount)
@@ -332,6 +339,32 @@ class PostgresStore:
         async with self.engine.connect() as conn:
             value: datetime | None = (await conn.execute(sql.NEXT_DUE_AT, {"now": now})).scalar()
             return value
+
+    # --- message templates ---
+
+    @translating
+    async def current_templates(self) -> list[StoredTemplate]:
+        async with self.engine.connect() as conn:
+            return [rows.template(r) for r in await conn.execute(sql.CURRENT_TEMPLATES)]
+
+    @translating
+    async def template_versions(self, template_id: str) -> list[StoredTemplate]:
+        async with self.engine.connect() as conn:
+            found = await conn.execute(sql.TEMPLATE_VERSIONS, {"id": template_id})
+            return [rows.template(r) for r in found]
+
+    @translating
+    async def put_template(
+        self, template_id: str, locale: str, body: str, now: datetime
+    ) -> tuple[StoredTemplate, bool]:
+        async with self.engine.begin() as conn:
+            await conn.execute(sql.TEMPLATES_LOCK)
+            key = {"id": template_id, "locale": locale}
+            current = (await conn.execute(sql.CURRENT_TEMPLATE, key)).first()
+            if current is not None and current.body == body:
+                return rows.template(current), False
+            added = await conn.execute(sql.INSERT_TEMPLATE, {**key, "body": body, "now": now})
+            return rows.template(added.one()), True
 
     # --- periodic work ---
 

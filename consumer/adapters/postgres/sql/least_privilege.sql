@@ -81,7 +81,8 @@ BEGIN
     EXECUTE format(
         'GRANT SELECT, INSERT, UPDATE, DELETE ON TABLE '
         'public.scheduled_followups, public.user_projection, public.booking_projection, '
-        'public.conversation_emotions, public.consumer_offsets TO %I', app);
+        'public.conversation_emotions, public.consumer_offsets, public.message_templates '
+        'TO %I', app);
 END
 $$;
 

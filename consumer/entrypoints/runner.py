@@ -318,7 +318,12 @@ class Service:
                 "seconds": round(outcome.seconds, 4),
             },
         )
+        assigned = self.consumer.assignment()
         for tp, offset in fetched.next_offsets().items():
+            if tp not in assigned:
+                # Read ahead of a rebalance that took it away: applied safely (the
+                # saved offsets decide), but its position and lag are the new owner's.
+                continue
             self.positions[tp] = offset
             highwater = self.consumer.highwater(tp)
             if highwater is not None:

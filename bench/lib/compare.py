@@ -87,7 +87,11 @@ async def compare_ingest(
     await create_topics(ep.bootstrap, names.topics, 6)
     figures: list[IngestFigure] = []
     try:
-        stream = generate(events, users, "avro", seed, Codec.load(), datetime.now(UTC))
+        # Written with the baseline's schemas: every later variant still reads those
+        # (schemas/history), while the baseline could not read a newer writer schema
+        # and would dead-letter, not apply, what it cannot read (fast, and wrong).
+        codec = Codec.load(variants[0].directory / "schemas")
+        stream = generate(events, users, "avro", seed, codec, datetime.now(UTC))
         await produce(ep.bootstrap, names.inputs, stream, 20_000)
         del stream.records[:]
         if sum((await end_offsets(ep.bootstrap, names.inputs)).values()) != events:
@@ -120,6 +124,11 @@ async def compare_ingest(
                         await drop_database(ep, run_names.database)
                     if not run.complete:
                         raise RuntimeError(f"{variant.name} did not finish: {run.log_path}")
+                    if run.dead_lettered:
+                        raise RuntimeError(
+                            f"{variant.name} dead-lettered {run.dead_lettered} events instead of "
+                            f"applying them: not a comparison ({run.log_path})"
+                        )
                     figure = IngestFigure(
                         variant.name, count, run.phase.events, run.phase.seconds, run.peak_rss_mib
                     )

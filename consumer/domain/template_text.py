@@ -43,6 +43,16 @@ class StoredTemplate:
     body: str
     created_at: datetime | None = None
 
+    def as_json(self) -> dict[str, object]:
+        """What the admin API and `templates ... --json` show of it."""
+        return {
+            "template_id": self.template_id,
+            "locale": self.locale,
+            "version": self.version,
+            "body": self.body,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+        }
+
 
 class TemplateError(ValueError):
     """A body that cannot be rendered: broken braces or a placeholder we do not fill."""

@@ -29,7 +29,7 @@ from consumer.entrypoints.terminal import printable
 from consumer.service.operations import Operations
 from consumer.service.template_operations import BadTemplate, UnknownTemplate
 
-__all__ = ["execute", "format_templates", "template_json"]
+__all__ = ["execute", "format_templates"]
 
 log = logging.getLogger("consumer.entrypoints.cli")
 
@@ -69,7 +69,7 @@ async def _set(ops: Operations, args: argparse.Namespace) -> None:
         extra={"template_id": added.template_id, "locale": added.locale, "version": added.version},
     )
     if args.json:
-        _write_json({**template_json(added), "created": created})
+        _write_json({**added.as_json(), "created": created})
     elif created:
         _write(f"{added.template_id} {added.locale}: version {added.version} is current\n")
     else:
@@ -105,19 +105,9 @@ async def _preview(ops: Operations, args: argparse.Namespace) -> None:
     _write("".join(f"    | {printable(line)}\n" for line in shown.message.split("\n")))
 
 
-def template_json(t: StoredTemplate) -> dict[str, object]:
-    return {
-        "template_id": t.template_id,
-        "locale": t.locale,
-        "version": t.version,
-        "body": t.body,
-        "created_at": t.created_at.isoformat() if t.created_at else None,
-    }
-
-
 def _show_versions(found: Sequence[StoredTemplate], *, as_json: bool) -> None:
     if as_json:
-        _write_json([template_json(t) for t in found])
+        _write_json([t.as_json() for t in found])
         return
     _write(format_templates(found))
 

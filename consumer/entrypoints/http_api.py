@@ -47,7 +47,7 @@ from consumer.domain.limits import (
     timestamp_problem,
 )
 from consumer.domain.model import Status, TriggerType
-from consumer.domain.template_text import TEMPLATE_MAX_CHARS, StoredTemplate, body_problem
+from consumer.domain.template_text import TEMPLATE_MAX_CHARS, body_problem
 from consumer.service.health import HealthReport, Probe
 from consumer.service.operations import CancelResult, LimitReached, Operations, TooLate
 from consumer.service.template_operations import BadTemplate, UnknownTemplate
@@ -236,16 +236,6 @@ class PreviewOut(BaseModel):
     version: int | None = Field(description="null: the body given, not a stored version")
     body: str
     message: str
-
-
-def _template_out(t: StoredTemplate) -> dict[str, Any]:
-    return {
-        "template_id": t.template_id,
-        "locale": t.locale,
-        "version": t.version,
-        "body": t.body,
-        "created_at": t.created_at.isoformat() if t.created_at else None,
-    }
 
 
 class ErrorOut(BaseModel):
@@ -521,7 +511,7 @@ def _template_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
     async def list_templates() -> list[TemplateOut]:
         """The current version of every template in every locale it has."""
         current = await ctx.operations.templates.current()
-        return [TemplateOut.model_validate(_template_out(t)) for t in current]
+        return [TemplateOut.model_validate(t.as_json()) for t in current]
 
     @app.get("/admin/templates/{template_id}", dependencies=[Admin], responses=_TEMPLATE_ERRORS)
     async def get_template(template_id: TemplatePathId) -> TemplateVersionsOut:
@@ -532,7 +522,7 @@ def _template_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
             raise HTTPException(404, str(exc)) from exc
         return TemplateVersionsOut(
             template_id=template_id,
-            versions=[TemplateOut.model_validate(_template_out(t)) for t in versions],
+            versions=[TemplateOut.model_validate(t.as_json()) for t in versions],
         )
 
     @app.put(
@@ -555,7 +545,7 @@ def _template_routes(app: FastAPI, ctx: HttpContext, Admin: Any) -> None:
                 "version": added.version,
             },
         )
-        return TemplatePutOut.model_validate({**_template_out(added), "created": created})
+        return TemplatePutOut.model_validate({**added.as_json(), "created": created})
 
     @app.post(
         "/admin/templates/{template_id}/preview",

@@ -25,7 +25,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.adapters.codec import AVRO_MAGIC, Codec
-from consumer.adapters.wire import BadInput, WireDecoder, event_from_record, parse_event
+from consumer.adapters.wire import (
+    BadInput,
+    WireDecoder,
+    event_from_record,
+    fast_event,
+    parse_event,
+    validated_event,
+)
 from consumer.domain.events import EventKind, InputEvent
 from consumer.domain.limits import identifier_problem, text_problem, timestamp_problem
 from consumer.domain.model import default_conversation_id
@@ -335,6 +342,74 @@ def test_wrong_typed_fields_give_an_event_or_bad_input(
     for name in data.draw(st.lists(st.sampled_from(sorted(record)), min_size=1, max_size=3)):
         record[name] = data.draw(python_values)
     _outcome(lambda: event_from_record(kind, record))
+
+
+def _validated(kind: EventKind, record: dict[str, Any]) -> InputEvent | BadInput:
+    try:
+        return validated_event(kind, record)
+    except BadInput as exc:
+        return exc
+
+
+_PLAUSIBLE_TEXT = {
+    "timezone": st.sampled_from(["Europe/Paris", "America/New_York", "UTC", "Asia/Tokyo"]),
+    "locale": st.sampled_from(["fr", "fr-CA", "en", "de-DE", "pt-br"]),
+}
+
+
+# Just outside the range, and what is no number at all.
+_EDGE_SCORES = [-1e-9, 1.0000001, 1.5, -0.5, math.nan, math.inf, -math.inf]
+
+
+def plausible_records(kind: EventKind) -> st.SearchStrategy[dict[str, Any]]:
+    """Records the rules accept, mostly: the base the fast path's cases start from."""
+    fields = {}
+    for name, t, nullable in FIELDS[kind]:
+        if t == "string":
+            value: st.SearchStrategy[Any] = _PLAUSIBLE_TEXT.get(
+                name, st.from_regex(r"[a-z0-9-]{1,24}", fullmatch=True)
+            )
+        elif t == "double":
+            value = st.floats(min_value=0.0, max_value=1.0)
+        else:
+            value = _schema_value(t, plausible_instant)
+        fields[name] = st.none() | value if nullable else value
+    return st.fixed_dictionaries(fields)
+
+
+@SETTINGS
+@given(data=st.data(), kind=KINDS)
+def test_the_fast_path_gives_the_event_pydantic_gives_or_leaves_it_to_pydantic(
+    data: st.DataObject, kind: EventKind
+) -> None:
+    record: dict[str, Any] = data.draw(plausible_records(kind))
+    types = {name: t for name, t, _ in FIELDS[kind]}
+    for name in data.draw(st.lists(st.sampled_from(sorted(record)), min_size=1, max_size=2)):
+        # A value of the schema's type that may break a rule, or any Python value.
+        hostile = _schema_value(types[name], any_instant)
+        if types[name] == "double":
+            hostile = hostile | st.sampled_from(_EDGE_SCORES)
+        record[name] = data.draw(python_values if data.draw(st.booleans()) else hostile)
+    if data.draw(st.integers(0, 9)) == 0:
+        record.pop(data.draw(st.sampled_from(sorted(record))))
+    fast = fast_event(kind, record)
+    slow = _validated(kind, record)
+    if fast is not None:
+        # Taken: exactly what the model gives (repr: the same zones, not only instants).
+        assert not isinstance(slow, BadInput), (record, slow)
+        assert repr(fast) == repr(slow)
+
+
+@SETTINGS
+@given(data=st.data(), kind=KINDS)
+def test_the_fast_path_takes_every_record_of_the_schemas_types_the_rules_accept(
+    data: st.DataObject, kind: EventKind
+) -> None:
+    # Not a path that declines everything: what the codec hands over, when the
+    # rules accept it, never needs pydantic.
+    record: dict[str, Any] = data.draw(records(kind) | plausible_records(kind))
+    if not isinstance(_validated(kind, record), BadInput):
+        assert fast_event(kind, record) is not None, record
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta, timezone
 from io import BytesIO
 from pathlib import Path
@@ -12,7 +13,14 @@ import pytest
 from fastavro import parse_schema, schemaless_writer
 
 from consumer.adapters.codec import AVRO_MAGIC, Codec
-from consumer.adapters.wire import BadInput, WireDecoder, event_from_record, parse_event
+from consumer.adapters.wire import (
+    BadInput,
+    WireDecoder,
+    event_from_record,
+    fast_event,
+    parse_event,
+    validated_event,
+)
 from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,
@@ -498,3 +506,57 @@ def test_no_locale_is_none(codec: Codec, kind: EventKind) -> None:
     event = parse_event(kind, encode(codec, kind, VALID[kind], "avro"), codec)
     assert isinstance(event, BookingConfirmed | UserActivity)
     assert event.locale is None
+
+
+# --- the fast path declines what the rules refuse (pydantic then names it) ----------
+
+_HOSTILE: list[tuple[EventKind, str, Any]] = [
+    *[(EventKind.EMOTION_SCORED, "score", v) for v in (-1e-9, 1.0000001, math.nan, math.inf)],
+    *[(EventKind.EMOTION_SCORED, "score", v) for v in (True, "0.5", None)],
+    *[(k, f, v) for k, fs in ID_FIELDS.items() for f in fs for v in ("", " ", "a\x00b", "x" * 256)],
+    *[(k, f, T0.replace(tzinfo=None)) for k, fs in TIMESTAMP_FIELDS.items() for f in fs],
+    *[(k, f, datetime(1999, 12, 31, tzinfo=UTC)) for k, fs in TIMESTAMP_FIELDS.items() for f in fs],
+    *[(k, f, "2024-05-01T12:30:00Z") for k, fs in TIMESTAMP_FIELDS.items() for f in fs],
+    (EventKind.BOOKING_CONFIRMED, "timezone", "Mars/Base"),
+    (EventKind.BOOKING_CONFIRMED, "timezone", "localtime"),
+    (EventKind.BOOKING_CONFIRMED, "locale", "not a tag"),
+    (EventKind.USER_ACTIVITY, "locale", "fr_FR!"),
+    (EventKind.USER_ACTIVITY, "activity_type", " "),
+    (EventKind.USER_ACTIVITY, "activity_type", "x" * 101),
+    (EventKind.BOOKING_CANCELLED, "reason", "a\ud800b"),
+    (EventKind.EMOTION_SCORED, "label", "x" * 1001),
+]
+
+
+@pytest.mark.parametrize(("kind", "field", "value"), _HOSTILE)
+def test_the_fast_path_leaves_every_refused_value_to_the_model(
+    kind: EventKind, field: str, value: Any
+) -> None:
+    record = {**VALID[kind], field: value}
+    assert fast_event(kind, record) is None
+    with pytest.raises(BadInput):
+        validated_event(kind, record)
+
+
+@pytest.mark.parametrize("kind", list(EventKind))
+def test_the_fast_path_takes_a_plain_record(kind: EventKind) -> None:
+    taken = fast_event(kind, dict(VALID[kind]))
+    assert taken is not None
+    assert taken == validated_event(kind, VALID[kind])
+
+
+def test_the_fast_path_gives_utc_and_canonical_locales_as_the_model_does() -> None:
+    plus2 = timezone(timedelta(hours=2))
+    record = {
+        **VALID[EventKind.BOOKING_CONFIRMED],
+        "occurred_at": T0.astimezone(plus2),
+        "event_date": T1.astimezone(plus2),
+        "timezone": "Europe/Paris",
+        "locale": "FR-ca",
+    }
+    taken = fast_event(EventKind.BOOKING_CONFIRMED, record)
+    assert isinstance(taken, BookingConfirmed)
+    assert repr(taken) == repr(validated_event(EventKind.BOOKING_CONFIRMED, record))
+    assert taken.occurred_at.tzinfo is UTC
+    assert taken.event_date.tzinfo is UTC
+    assert taken.locale == "fr-CA"

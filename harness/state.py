@@ -8,11 +8,12 @@ from typing import Any
 import asyncpg
 
 from consumer.config import Settings
+from harness.endpoints import pg_dsn
 from harness.topics import input_topics
 
 
 def dsn(settings: Settings) -> str:
-    return settings.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    return pg_dsn(settings.database_url)
 
 
 async def query(settings: Settings, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import asyncpg
 from consumer.config import Settings, load_settings
 from harness.endpoints import Endpoints, create_database, drop_database
 from harness.paths import REPO
+from harness.settings_env import settings_env
 from harness.state import consumed, dsn
 from harness.topics import Raw, create_topics, produce_raw
 
@@ -69,19 +69,7 @@ class Run:
 
 
 def service_env(settings: Settings) -> dict[str, str]:
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
-    env["LOG_LEVEL"] = "WARNING"
-    env["HTTP_PORT"] = "0"
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
+    return settings_env(settings, LOG_LEVEL="WARNING", HTTP_PORT="0", PYTHONUNBUFFERED="1")
 
 
 class Proc:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -19,7 +18,6 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
-from pydantic import SecretStr
 
 from consumer.adapters.kafka import client_options
 from consumer.config import Settings
@@ -33,6 +31,7 @@ from harness.events import mixed_stream as mixed_stream
 from harness.events import ms as ms
 from harness.events import new_id as new_id
 from harness.events import scored as scored
+from harness.settings_env import settings_env
 from harness.state import consumed as consumed
 from harness.state import dsn as dsn
 from harness.state import query as query
@@ -293,16 +292,5 @@ async def extra_database(settings: Settings) -> AsyncIterator[str]:
 def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     """The environment that makes `python -m consumer ...` use exactly these settings
     (plus `extra`); nothing inherited that names a setting leaks in."""
-    names = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[name.upper()] = str(value).lower() if isinstance(value, bool) else str(value)
-    env["LOG_LEVEL"] = "WARNING"
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    env.update(extra)
-    return env
+    repo = str(Path(__file__).resolve().parents[2])
+    return settings_env(settings, **{"LOG_LEVEL": "WARNING", "PYTHONPATH": repo, **extra})

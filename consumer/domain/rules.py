@@ -94,7 +94,7 @@ def _scaled(value: float) -> int | None:
     return int(_decimal(value).scaleb(_SCALE))
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _is_low(total: int, count: int) -> bool:
     """`average(window) < LOW_EMOTION` for a window of `count` scaled scores summing
     to `total` (exactly the same Decimal arithmetic: both sums are exact)."""

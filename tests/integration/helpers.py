@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -20,7 +21,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import RecordMetadata
 
 from consumer.adapters.kafka import client_options
+from consumer.adapters.postgres.store import create_engine, migrate, upsert_followups
 from consumer.config import Settings
+from consumer.domain.model import Followup, TriggerType
 from consumer.entrypoints.runner import Service
 from harness.events import CODEC as CODEC
 from harness.events import Event as Event
@@ -294,3 +297,35 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     (plus `extra`); nothing inherited that names a setting leaks in."""
     repo = str(Path(__file__).resolve().parents[2])
     return settings_env(settings, **{"LOG_LEVEL": "WARNING", "PYTHONPATH": repo, **extra})
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def write_custom_followups(
+    settings: Settings, due: Sequence[tuple[str, datetime]]
+) -> list[str]:
+    """Custom follow-ups, one per (user, due time), written as ingest writes them
+    (the database migrated first); their ids."""
+    followups = [
+        Followup(
+            id=str(uuid.uuid4()),
+            user_id=user,
+            conversation_id=f"conv-{user}",
+            trigger_type=TriggerType.CUSTOM,
+            scheduled_at=at,
+            custom_message=f"message {i}",
+        )
+        for i, (user, at) in enumerate(due)
+    ]
+    engine = create_engine(settings.database_url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await upsert_followups(conn, followups)
+    finally:
+        await engine.dispose()
+    return [f.id for f in followups]

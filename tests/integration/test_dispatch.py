@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,11 +16,10 @@ from consumer.adapters.postgres.store import (
     PostgresStore,
     create_engine,
     migrate,
-    upsert_followups,
 )
 from consumer.bootstrap import policy_from_settings
 from consumer.config import Settings
-from consumer.domain.model import Followup, TriggerType, reengagement_id
+from consumer.domain.model import reengagement_id
 from consumer.entrypoints.replay import replay
 from consumer.entrypoints.scheduler import build_scheduler
 from consumer.service.periodic import PeriodicJobs
@@ -36,32 +34,10 @@ from tests.integration.helpers import (
     running,
     service_env,
     wait_until,
+    write_custom_followups,
 )
 
 pytestmark = pytest.mark.integration
-
-
-async def seed_followups(settings: Settings, at: datetime, n: int) -> list[str]:
-    """n custom follow-ups due at `at`, written as ingest writes them."""
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate(engine)
-        followups = [
-            Followup(
-                id=str(uuid.uuid4()),
-                user_id=f"user-{i}",
-                conversation_id=f"conv-{i}",
-                trigger_type=TriggerType.CUSTOM,
-                scheduled_at=at,
-                custom_message=f"message {i}",
-            )
-            for i in range(n)
-        ]
-        async with engine.begin() as conn:
-            await upsert_followups(conn, followups)
-        return [f.id for f in followups]
-    finally:
-        await engine.dispose()
 
 
 def start_instance(settings: Settings, **extra: str) -> subprocess.Popen[bytes]:
@@ -91,7 +67,7 @@ def status_counts(rows: list[object]) -> dict[str, int]:
 
 async def test_three_instances_publish_each_due_followup_exactly_once(settings: Settings) -> None:
     due_at = datetime.now(UTC) + timedelta(seconds=8)
-    ids = await seed_followups(settings, due_at, 1000)
+    ids = await write_custom_followups(settings, [(f"user-{i}", due_at) for i in range(1000)])
     procs = [start_instance(settings) for _ in range(3)]
     try:
         await wait_until(
@@ -121,7 +97,7 @@ async def test_claim_abandoned_by_a_dead_instance_is_published_after_the_lease(
 ) -> None:
     now = datetime.now(UTC)
     lease = timedelta(seconds=8)
-    [fid] = await seed_followups(settings, now - timedelta(seconds=1), 1)
+    [fid] = await write_custom_followups(settings, [("user-0", now - timedelta(seconds=1))])
     engine = create_engine(settings.database_url)
     try:
         # What a process leaves behind when it dies between claim and publish.
@@ -171,7 +147,7 @@ async def test_publish_failures_are_retried_then_marked_failed(settings: Setting
             )
         finally:
             await admin.close()
-        [fid] = await seed_followups(settings, datetime.now(UTC), 1)
+        [fid] = await write_custom_followups(settings, [("user-0", datetime.now(UTC))])
         rows = await wait_until(
             lambda: query(settings, "SELECT * FROM scheduled_followups"),
             lambda rows: rows[0]["status"] == "failed",

@@ -4,7 +4,6 @@ hostile input, encryption at rest."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +24,7 @@ from tests.integration.helpers import (
     activity,
     confirmed,
     create_topics,
+    free_port,
     new_id,
     produce_events,
     query,
@@ -38,12 +38,6 @@ pytestmark = pytest.mark.integration
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_http(settings: Settings, **extra: Any) -> Settings:

@@ -4,22 +4,14 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 
 from consumer.config import Settings
 from consumer.service.ports import Unavailable
-from tests.integration.helpers import running, wait_until
+from tests.integration.helpers import free_port, running, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_live_ready_and_the_full_report(settings: Settings) -> None:

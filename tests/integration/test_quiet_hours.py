@@ -5,16 +5,20 @@ instances racing send exactly the cap."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from consumer.adapters.postgres.store import create_engine, migrate, upsert_followups
 from consumer.config import Settings
-from consumer.domain.model import Followup, TriggerType
-from tests.integration.helpers import CODEC, query, read_to_end, running, wait_until
+from tests.integration.helpers import (
+    CODEC,
+    query,
+    read_to_end,
+    running,
+    wait_until,
+    write_custom_followups,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,28 +33,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-async def seed(settings: Settings, user: str, at: datetime, n: int) -> list[str]:
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate(engine)
-        followups = [
-            Followup(
-                id=str(uuid.uuid4()),
-                user_id=user,
-                conversation_id=f"conv-{user}",
-                trigger_type=TriggerType.CUSTOM,
-                scheduled_at=at,
-                custom_message=f"message {i}",
-            )
-            for i in range(n)
-        ]
-        async with engine.begin() as conn:
-            await upsert_followups(conn, followups)
-        return [f.id for f in followups]
-    finally:
-        await engine.dispose()
 
 
 async def states(settings: Settings) -> dict[str, tuple[str, str | None, datetime]]:
@@ -83,7 +65,7 @@ async def test_due_at_3am_local_is_published_at_the_end_of_quiet_hours(
     three = datetime(2026, 3, 2, 3, tzinfo=NY).astimezone(UTC)
     eight = datetime(2026, 3, 2, 8, tzinfo=NY).astimezone(UTC)
     clock = Clock(three)
-    (id_,) = await seed(settings, "night-owl", three, 1)
+    (id_,) = await write_custom_followups(settings, [("night-owl", three)])
     async with running(settings, clock):
         got = await wait_until(lambda: states(settings), lambda s: s[id_][1] is not None)
         assert got[id_] == ("pending", "quiet_hours", eight)
@@ -105,7 +87,7 @@ async def test_over_the_cap_the_extra_one_goes_out_the_next_local_day(
     noon = datetime(2026, 3, 2, 12, tzinfo=NY).astimezone(UTC)
     tomorrow = datetime(2026, 3, 3, 8, tzinfo=NY).astimezone(UTC)
     clock = Clock(noon)
-    ids = await seed(settings, "busy", noon, 3)
+    ids = await write_custom_followups(settings, [("busy", noon)] * 3)
 
     def settled(s: dict[str, tuple[str, str | None, datetime]]) -> bool:
         return sorted(v[0] for v in s.values()) == ["executed", "executed", "pending"]
@@ -129,7 +111,7 @@ async def test_two_instances_racing_send_exactly_the_cap(settings: Settings) -> 
     clock = Clock(noon)
     users = [f"racer-{i}" for i in range(5)]
     for u in users:
-        await seed(settings, u, noon, 8)
+        await write_custom_followups(settings, [(u, noon)] * 8)
 
     async def done() -> int:
         rows = await query(

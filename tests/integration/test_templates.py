@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,9 +19,8 @@ from pydantic import SecretStr
 
 from consumer.adapters.crypto import MessageCipher
 from consumer.adapters.metrics import Metrics
-from consumer.adapters.postgres.store import PostgresStore, create_engine, migrate, upsert_followups
+from consumer.adapters.postgres.store import PostgresStore, create_engine, migrate
 from consumer.config import Settings
-from consumer.domain.model import Followup, TriggerType
 from consumer.domain.policy import Policy
 from consumer.domain.template_seeds import FRENCH
 from consumer.domain.template_text import TemplateId
@@ -34,6 +31,7 @@ from tests.integration.conftest import REPO
 from tests.integration.helpers import (
     CODEC,
     confirmed,
+    free_port,
     ms,
     produce_events,
     query,
@@ -41,6 +39,7 @@ from tests.integration.helpers import (
     running,
     service_env,
     wait_until,
+    write_custom_followups,
 )
 
 pytestmark = pytest.mark.integration
@@ -58,34 +57,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def seed_custom(settings: Settings, user: str, *ats: datetime) -> list[str]:
-    engine = create_engine(settings.database_url)
-    try:
-        await migrate(engine)
-        followups = [
-            Followup(
-                id=str(uuid.uuid4()),
-                user_id=user,
-                conversation_id=f"conv-{user}",
-                trigger_type=TriggerType.CUSTOM,
-                scheduled_at=at,
-                custom_message=f"message {i}",
-            )
-            for i, at in enumerate(ats)
-        ]
-        async with engine.begin() as conn:
-            await upsert_followups(conn, followups)
-        return [f.id for f in followups]
-    finally:
-        await engine.dispose()
 
 
 async def status_of(settings: Settings) -> dict[str, str]:
@@ -112,7 +83,9 @@ async def http_ready(c: httpx.AsyncClient) -> None:
 async def test_a_template_changed_through_the_api_is_used_by_the_next_firing_on_another_instance(
     settings: Settings,
 ) -> None:
-    first, second = await seed_custom(settings, "editor-reader", T, T + timedelta(hours=1))
+    first, second = await write_custom_followups(
+        settings, [("editor-reader", T), ("editor-reader", T + timedelta(hours=1))]
+    )
     # Instance A serves the admin API; its clock stands a day back, so it never
     # fires these two. Instance B fires them, and is not restarted in between.
     api = settings.model_copy(update={"http_port": free_port(), "admin_token": SecretStr(TOKEN)})

@@ -274,12 +274,14 @@ class Service:
         if not len(fetched):
             return fetched, None
         try:
-            prepared = await self.parts.ingestor.prepare(
-                fetched.all_records(), unreadable=fetched.unreadable
-            )
+            return fetched, await self._prepare(fetched)
         except Unavailable:
             return fetched, None
-        return fetched, prepared
+
+    async def _prepare(self, fetched: Fetched) -> PreparedBatch:
+        return await self.parts.ingestor.prepare(
+            fetched.all_records(), unreadable=fetched.unreadable
+        )
 
     async def _apply_through_outages(
         self, fetched: Fetched, prepared: PreparedBatch | None = None
@@ -289,15 +291,12 @@ class Service:
         Decoding waits out outages too (the schema registry's): the batch is
         decoded once, when every writer schema it names could be fetched.
         """
-        ingestor = self.parts.ingestor
 
         async def attempt() -> BatchOutcome:
             nonlocal prepared
             if prepared is None:
-                prepared = await ingestor.prepare(
-                    fetched.all_records(), unreadable=fetched.unreadable
-                )
-            return await ingestor.apply(prepared)
+                prepared = await self._prepare(fetched)
+            return await self.parts.ingestor.apply(prepared)
 
         return await retrying(
             attempt,

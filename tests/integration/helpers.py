@@ -79,10 +79,20 @@ async def wait_until(
 async def running(
     settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> AsyncIterator[Service]:
-    """The real service, in this process, until the block ends (on `clock`, if given)."""
+    """The real service, in this process, until the block ends (on `clock`, if given).
+
+    The block starts once the service has started (its database migrated, its
+    loops running): a query in it never races the start for the tables."""
     service = Service(settings, clock) if clock is not None else Service(settings)
     task = asyncio.create_task(service.run())
+
+    async def started() -> bool:
+        return "ingest" in service.tasks or task.done()
+
     try:
+        await wait_until(started, bool, timeout=60)
+        if task.done():
+            task.result()  # why it could not start
         yield service
     finally:
         service.stop.set()

@@ -34,6 +34,9 @@ class Services:
 
 
 def _docker_answers() -> bool:
+    if not os.environ.get("DOCKER_HOST") and not os.path.exists("/var/run/docker.sock"):
+        # No engine to ask (and the docker client leaks its socket when none answers).
+        return False
     try:
         import docker
 

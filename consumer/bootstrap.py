@@ -145,6 +145,7 @@ def build(
         retry_from_settings(s),
         clock,
         batch_size=s.dispatch_batch_size,
+        lanes=s.dispatch_lanes,
         lease=timedelta(seconds=s.dispatch_lease_seconds),
         poll=timedelta(seconds=s.dispatch_poll_seconds),
         telemetry=metrics,

@@ -20,6 +20,7 @@ from aiokafka.errors import (
     IllegalOperation,
     IllegalStateError,
     KafkaError,
+    KafkaTimeoutError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
     RecordTooLargeError,
@@ -324,15 +325,17 @@ class KafkaDuePublisher:
             return self.confluent.encode(record), CONFLUENT_CONTENT_TYPE
         return self.codec.encode_avro("followup_due", record), AVRO_CONTENT_TYPE
 
-    async def _one(self, key: str, record: Mapping[str, Any]) -> None:
+    async def _send(self, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
+        """Queued in the producer's buffer (it waits only when that is full); the
+        future is the broker's acknowledgement."""
         value, content_type = self.encode(record)
-        delivery = await self.producer.send(
+        delivery: asyncio.Future[Any] = await self.producer.send(
             self.topic,
             value=value,
             key=key.encode(),
             headers=[("content-type", content_type.encode())],
         )
-        await delivery
+        return delivery
 
     async def broker_reachable(self) -> bool:
         try:
@@ -347,10 +350,25 @@ class KafkaDuePublisher:
             # Registered at start; if the registry was away then, now. Raises while it
             # still is: the dispatch round is retried, no follow-up uses up a retry.
             await self.confluent.register()
-        results = await asyncio.gather(
-            *(self._one(m.key, m.record) for m in messages), return_exceptions=True
-        )
-        return [r if isinstance(r, BaseException) else None for r in results]
+        # Queued one after the other, acknowledged together: a task per record
+        # cost more than the rest of publishing it.
+        results: list[BaseException | None] = [None] * len(messages)
+        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
+        for i, m in enumerate(messages):
+            try:
+                deliveries.append((i, await self._send(m.key, m.record)))
+            except KafkaTimeoutError as exc:
+                # No metadata or no buffer space within the timeout: the broker is
+                # not answering, and each further record would wait as long again.
+                results[i:] = [exc] * (len(messages) - i)
+                break
+            except Exception as exc:  # this record only (too large, cannot be encoded)
+                results[i] = exc
+        acks = await asyncio.gather(*(f for _, f in deliveries), return_exceptions=True)
+        for (i, _), ack in zip(deliveries, acks, strict=True):
+            if isinstance(ack, BaseException):
+                results[i] = ack
+        return results
 
 
 def make_reader(settings: Settings, **options: Any) -> AIOKafkaConsumer:

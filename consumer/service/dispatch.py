@@ -133,6 +133,7 @@ class Dispatcher:
         clock: Callable[[], datetime],
         *,
         batch_size: int = 1000,
+        lanes: int = 2,
         lease: timedelta = timedelta(seconds=30),
         poll: timedelta = timedelta(seconds=1),
         owner: str | None = None,
@@ -146,6 +147,7 @@ class Dispatcher:
         self.retry = retry
         self.clock = clock
         self.batch_size = batch_size
+        self.lanes = lanes
         self.lease = lease
         self.poll = poll
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
@@ -153,6 +155,7 @@ class Dispatcher:
         self.cipher = cipher or PlainText()
         self.outages = outages
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
         self._next_wake: datetime | None = None
 
     def notify(self, earliest_due: datetime | None) -> None:
@@ -163,6 +166,7 @@ class Dispatcher:
             self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         while not stop.is_set():
             try:
                 # Any failure (an outage, or a bug around one follow-up) is waited
@@ -193,9 +197,34 @@ class Dispatcher:
 
     async def _round(self) -> float | None:
         """One round; then how long to sleep, or None to go on at once."""
-        if await self.dispatch_due() >= self.batch_size:
-            return None
-        return await self._seconds_until_next()
+        if await self.dispatch_due() < self.batch_size:
+            return await self._seconds_until_next()
+        if self.lanes > 1:
+            await self.drain()
+        return None
+
+    async def drain(self) -> None:
+        """A backlog: rounds side by side, each on its own claimed follow-ups (SKIP
+        LOCKED), so that one publishes while another claims and renders; until a
+        round finds less than a full batch. A failing round lets the others finish
+        theirs (nothing is left half done), then its error is raised."""
+        failed = asyncio.Event()
+
+        async def lane() -> None:
+            try:
+                while not (failed.is_set() or self._stop.is_set()):
+                    if await self.dispatch_due() < self.batch_size:
+                        return
+            except BaseException:
+                failed.set()
+                raise
+
+        outcomes = await asyncio.gather(
+            *(lane() for _ in range(self.lanes)), return_exceptions=True
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     async def _seconds_until_next(self) -> float:
         now = self.clock()
@@ -293,7 +322,9 @@ class Dispatcher:
         for c in claimed:
             f = c.followup
             if f.custom_message is not None:
-                f = replace(f, custom_message=self.cipher.open(f.custom_message))
+                opened = self.cipher.open(f.custom_message)
+                if opened is not f.custom_message:  # sealed at rest: a copy in clear
+                    f = replace(f, custom_message=opened)
             ctx = firing_context(f, facts, self.policy)
             template, text = compose(f, ctx, facts, self.policy, now)
             # Stored sealed when FOLLOWUP_ENCRYPTION_KEY is set; published in clear.

@@ -5,13 +5,16 @@ backoff then given up, an outage waited out, never two senders at once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
+
+import pytest
 
 from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, Tally
 from consumer.domain.model import TriggerType
 from consumer.domain.policy import Policy, RetryPolicy
 from consumer.service.dispatch import Dispatcher
-from consumer.service.ports import FollowupView, Store
+from consumer.service.ports import DueMessage, FollowupView, Store
 from tests.integration.helpers import cancelled, confirmed
 from tests.service.conftest import T0, FixedClock, custom, ingestor, recs, seed
 
@@ -251,3 +254,60 @@ async def test_a_cancellation_after_an_abandoned_claim_is_kept(
     await dispatcher(store, publisher, clock).dispatch_due()
     assert publisher.published_ids == []
     assert (await view_of(store, post.id)).status == "cancelled"
+
+
+class OverlapPublisher(MemoryDuePublisher):
+    """Its second publish (the first of the lanes: a backlog is found by one round
+    alone) waits until another round publishes meanwhile, which only rounds side by
+    side can do; call number `refuse_call` raises."""
+
+    def __init__(self, refuse_call: int | None = None) -> None:
+        super().__init__()
+        self.calls = 0
+        self.refuse_call = refuse_call
+        self.another = asyncio.Event()
+
+    async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
+        self.calls += 1
+        if self.calls == self.refuse_call:
+            raise RuntimeError("this round's publish breaks")
+        if self.calls == 2:
+            await asyncio.wait_for(self.another.wait(), timeout=10)
+        elif self.calls > 2:
+            self.another.set()
+        return await super().publish(messages)
+
+
+async def test_a_backlog_is_drained_by_lanes_side_by_side_each_followup_once(
+    store: Store, clock: FixedClock
+) -> None:
+    ids = await seed(store, [custom(n, T0 - n * S) for n in range(1, 24)], T0)
+    publisher = OverlapPublisher()
+    d = Dispatcher(store, publisher, Policy(), RETRY, clock, batch_size=5, lanes=3)
+    assert await d._round() is None  # a backlog: go on at once
+    assert sorted(publisher.published_ids) == sorted(ids)  # each once
+    for id_ in ids:
+        assert (await view_of(store, id_)).status == "executed"
+    assert await d._round() == 1.0  # nothing left: the poll interval
+
+
+async def test_a_lane_that_fails_lets_the_others_finish_their_rounds(
+    store: Store, clock: FixedClock
+) -> None:
+    ids = await seed(store, [custom(n, T0 - n * S) for n in range(1, 31)], T0)
+    publisher = OverlapPublisher(refuse_call=4)
+    d = Dispatcher(store, publisher, Policy(), RETRY, clock, batch_size=5, lanes=3)
+    with pytest.raises(RuntimeError, match="breaks"):
+        await d._round()
+    views = [await view_of(store, id_) for id_ in ids]
+    executed = {v.id for v in views if v.status == "executed"}
+    # Every round but the broken one was published and marked; nothing twice.
+    assert executed == set(publisher.published_ids)
+    assert len(publisher.published_ids) == len(set(publisher.published_ids))
+    assert len(executed) == 5 * (publisher.calls - 1)
+    assert {v.status for v in views if v.id not in executed} == {"pending"}
+    # The broken round's follow-ups go out once their lease runs out.
+    clock.advance(LEASE + S)
+    while await d.dispatch_due():
+        pass
+    assert sorted(publisher.published_ids) == sorted(ids)

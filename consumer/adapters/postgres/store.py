@@ -212,14 +212,16 @@ class PostgresStore:
             result = await conn.execute(
                 sql.CLAIM_DUE, {"now": now, "limit": limit, "owner": owner, "until": now + lease}
             )
-            found = list(result.mappings())
-        return [
-            ClaimedFollowup(
-                followup=rows.followup_from_row({**row, "lease_until": None}, now),
-                retry_count=row["retry_count"],
+            # Plain dicts from the tuples: a RowMapping's keys are looked up per access.
+            names = list(result.keys())
+            found = [dict(zip(names, row, strict=True)) for row in result]
+        claimed = []
+        for row in found:
+            row["lease_until"] = None  # ours now: not in flight for the rules
+            claimed.append(
+                ClaimedFollowup(rows.followup_from_row(row, now), retry_count=row["retry_count"])
             )
-            for row in found
-        ]
+        return claimed
 
     @translating
     async def firing_facts(self, followups: Sequence[Followup]) -> FiringFacts:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -50,6 +50,19 @@ async def delete_topics(bootstrap: str, topics: Sequence[str]) -> None:
 
 async def produce(bootstrap: str, topics: Sequence[str], stream: Stream, chunk: int) -> float:
     """Send everything; returns seconds from the first send to the last acknowledgement."""
+    return await produce_parts(bootstrap, topics, [stream.records], chunk)
+
+
+async def produce_parts(
+    bootstrap: str,
+    topics: Sequence[str],
+    parts: Iterable[Sequence[tuple[int, bytes, bytes]]],
+    chunk: int,
+) -> float:
+    """Send the records of each part in turn, with one producer; a part is taken from
+    `parts` only once the previous one is sent, so a generator of parts keeps memory
+    bounded. Returns seconds from the first send to the last acknowledgement (including
+    the time `parts` takes to make them)."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks=1,
@@ -62,16 +75,16 @@ async def produce(bootstrap: str, topics: Sequence[str], stream: Stream, chunk: 
     try:
         started = time.perf_counter()
         in_flight: list[asyncio.Future[Any]] = []
-        records = stream.records
-        for lo in range(0, len(records), chunk):
-            # send() only appends to a batch; the futures resolve on the broker's ack.
-            sent = [
-                await producer.send(topics[kind], value=value, key=key)
-                for kind, key, value in records[lo : lo + chunk]
-            ]
-            # Keep one chunk in flight while the next is being appended.
-            await asyncio.gather(*in_flight)
-            in_flight = sent
+        for records in parts:
+            for lo in range(0, len(records), chunk):
+                # send() only appends to a batch; the futures resolve on the broker's ack.
+                sent = [
+                    await producer.send(topics[kind], value=value, key=key)
+                    for kind, key, value in records[lo : lo + chunk]
+                ]
+                # Keep one chunk in flight while the next is being appended.
+                await asyncio.gather(*in_flight)
+                in_flight = sent
         await asyncio.gather(*in_flight)
         return time.perf_counter() - started
     finally:

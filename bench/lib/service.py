@@ -22,6 +22,7 @@ from bench.lib.consume import Phase
 from bench.lib.diagnostics import enable_auto_explain, slow_statements, start_py_spy
 from bench.lib.names import INPUTS, OUTPUTS, Names
 from harness.endpoints import Endpoints, pg_dsn
+from harness.replay_series import Sample
 
 
 def _proc_status_kib(pid: int, key: str) -> int | None:
@@ -147,7 +148,13 @@ async def run_service(
     explain_ms: int | None,
     pg_log: Path,
     instances: int = 1,
+    series: list[Sample] | None = None,
+    sample_every: float = 2.0,
+    report_every: float = 5.0,
 ) -> ServiceRun:
+    """Until the service has applied n events (or limit_s). `series`, if given, gets a
+    Sample every `sample_every` seconds and one at the end; progress is printed every
+    `report_every` seconds."""
     log_path = Path(f"/tmp/{names.prefix}-service.log")
     env = service_env(endpoints, names, partitions, extra_env)
     pg_log_start = 0
@@ -181,7 +188,15 @@ async def run_service(
             if profile is not None:
                 spy = await start_py_spy(py_spy, procs[0].pid, profile, log)
             phase, complete, peaks_kib, cpu_after = await _watch(
-                procs, conn, names, n, started, limit_s, backends
+                procs,
+                conn,
+                names,
+                n,
+                started,
+                limit_s,
+                backends,
+                _Sampler(series, sample_every, started),
+                report_every,
             )
         finally:
             await conn.close()
@@ -215,6 +230,23 @@ def _open_log(path: Path) -> TextIO:
     return path.open("w")
 
 
+class _Sampler:
+    """Appends (seconds, applied, RSS) to a series every `every` seconds on average."""
+
+    def __init__(self, series: list[Sample] | None, every: float, started: float) -> None:
+        self.series = series
+        self.every = every
+        self.started = started
+        self.due = started + every
+
+    def __call__(self, now: float, done: int, rss_kib: int, *, last: bool = False) -> None:
+        if self.series is None or not (last or now >= self.due):
+            return
+        self.series.append(Sample(now - self.started, done, rss_kib / 1024))
+        while self.due <= now:
+            self.due += self.every
+
+
 async def _watch(
     procs: Sequence[asyncio.subprocess.Process],
     conn: Any,
@@ -223,6 +255,8 @@ async def _watch(
     started: float,
     limit_s: float,
     backends: set[int],
+    sample: _Sampler,
+    report_every: float,
 ) -> tuple[Phase, bool, list[int], dict[int, tuple[str, float]]]:
     """Until the group's saved offsets add up to n; returns peak RSS (KiB) per process."""
     pids = {p.pid for p in procs}
@@ -247,6 +281,8 @@ async def _watch(
         )
         if done and first is None:
             first = now - started
+        rss_kib = sum(_proc_status_kib(p.pid, "VmRSS") or 0 for p in procs)
+        sample(now, done, rss_kib, last=done >= n or now - started > limit_s)
         if done >= n:
             cpu_after = cpu_seconds(pids, names.database)
             return Phase(done, now - started, first), True, peaks, cpu_after
@@ -255,13 +291,13 @@ async def _watch(
                 raise RuntimeError(
                     f"the service exited with {proc.returncode} after {done:,} events"
                 )
-        if now - last_report >= 5.0:
+        if now - last_report >= report_every:
             print(
                 f"  service: {done:>10,} / {n:,} events applied, "
                 f"{done / (now - started):>8,.0f}/s overall, "
                 f"{(done - last_done) / (now - last_report):>8,.0f}/s "
                 f"last {now - last_report:.0f} s, "
-                f"rss {sum(_proc_status_kib(p.pid, 'VmRSS') or 0 for p in procs) / 1024:.0f} MiB",
+                f"rss {rss_kib / 1024:.0f} MiB",
                 flush=True,
             )
             last_report, last_done = now, done

@@ -3,13 +3,15 @@
     .venv/bin/python -m bench.compare [--baseline main] [--events 200000] [--users 20000]
                                       [--instances 1 2] [--rounds 2]
                                       [--burst 100000] [--rate 1000] [--seconds 30]
+                                      [--dispatch-rounds 3]
                                       [--skip-ingest] [--skip-dispatch]
 
 Unpacks `--baseline` (a git revision) into a scratch directory, produces one
 realistic stream, and replays it into a fresh database with each variant,
-alternating (rounds x instance counts x variants); then a dispatch burst and a
-steady firing run per variant. Prints the median events/s of each, the ratio
-to the baseline, the peak RSS, burst publications/s and firing latency.
+alternating (rounds x instance counts x variants); then dispatch bursts,
+alternating (--dispatch-rounds x variants), and a steady firing run per variant.
+Prints the median events/s of each, the ratio to the baseline, the peak RSS, the
+median burst publications/s and its ratio, and the firing latency.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--burst", type=int, default=100_000, help="follow-ups due at once")
     p.add_argument("--rate", type=int, default=1000, help="steady follow-ups due per second")
     p.add_argument("--seconds", type=int, default=30, help="steady run length")
+    p.add_argument("--dispatch-rounds", type=int, default=3, help="bursts per variant")
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-dispatch", action="store_true")
     return p.parse_args(argv)
@@ -72,7 +75,12 @@ async def _run(args: argparse.Namespace) -> None:
     if not args.skip_dispatch:
         print(f"\ndispatch: burst {args.burst:,}, steady {args.rate}/s for {args.seconds} s")
         dispatch = await compare_dispatch(
-            ep, variants, burst_size=args.burst, rate=args.rate, seconds=args.seconds
+            ep,
+            variants,
+            burst_size=args.burst,
+            rate=args.rate,
+            seconds=args.seconds,
+            rounds=args.dispatch_rounds,
         )
         print("\ndispatch\n" + dispatch_table(dispatch), flush=True)
 

@@ -137,7 +137,9 @@ def build(
             producer, s.topic_followup_due, codec, s.followup_due_format, due_encoder
         )
     decoder = WireDecoder(codec, RegistrySchemas(registry) if registry is not None else None)
-    ingestor = Ingestor(db, decoder, policy, s.input_topics, dead_letters, clock)
+    ingestor = Ingestor(
+        db, decoder, policy, s.input_topics, dead_letters, clock, lanes=s.ingest_lanes
+    )
     dispatcher = Dispatcher(
         db,
         publisher,

@@ -74,6 +74,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     # Throughput knobs: bigger batches mean fewer transactions per event.
     ingest_batch_max_records: int = Field(10000, ge=1)
+    ingest_lanes: int = Field(2, ge=1, le=16)
     ingest_fetch_timeout_ms: int = Field(200, ge=1)
     dispatch_batch_size: int = Field(1000, ge=1)
     dispatch_lanes: int = Field(2, ge=1, le=16)

@@ -86,8 +86,10 @@ def ingestor(
     dead_letters: DeadLetterSink,
     clock: FixedClock,
     decoder: EventDecoder = DECODER,
+    *,
+    lanes: int = 1,
 ) -> Ingestor:
-    return Ingestor(store, decoder, Policy(), TOPICS, dead_letters, clock)
+    return Ingestor(store, decoder, Policy(), TOPICS, dead_letters, clock, lanes=lanes)
 
 
 # --- fixtures -----------------------------------------------------------------------------------

@@ -329,3 +329,75 @@ async def test_a_batch_that_conflicts_is_run_again(
     assert outcome.applied == Counter({ACTIVITY: 1})
     assert memory_store.offsets() == {(ACTIVITY, 0): 1}
     assert memory_store.commits == 1  # the one that conflicted left nothing
+
+
+# --- lanes: one batch, several transactions side by side ---------------------------------
+
+
+class _LaneDies(_SaveThenCrash):
+    def __init__(self, tx: UnitOfWork, store: OddLaneDiesOnce) -> None:
+        super().__init__(tx)
+        self.store = store
+
+    async def save(self, ws: WorkingSet, offsets: Mapping[Partition, int]) -> None:
+        await self.tx.save(ws, offsets)
+        if not self.store.died and any(p % 2 for _, p in offsets):
+            self.store.died = True
+            raise Unavailable("the connection broke before the commit", resource="database")
+
+
+class OddLaneDiesOnce(CrashBeforeCommit):
+    """The store, except that the first transaction holding an odd partition's
+    offsets dies right after its save."""
+
+    def __init__(self, inner: IngestStore) -> None:
+        super().__init__(inner)
+        self.died = False
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[UnitOfWork]:
+        async with self.inner.transaction() as tx:
+            yield _LaneDies(tx, self)
+
+
+def spread() -> list[Rec]:
+    """Four users' events on four partitions of two topics (a user keeps its partition)."""
+    out: list[Rec] = []
+    for p in range(4):
+        user = f"u{p}"
+        out += recs([confirmed(user, f"b{p}", T0 + 5 * D, T0 - 3 * H)], partition=p)
+        out += recs([activity(user, T0 - 2 * H), activity(user, T0 - H)], partition=p)
+    return out
+
+
+async def test_lanes_apply_a_batch_as_one_transaction_would(
+    store: Store, dead_letters: MemoryDeadLetters, clock: FixedClock
+) -> None:
+    reference = MemoryStore()  # one transaction a batch
+    single = await ingestor(reference, dead_letters, clock).process(spread())
+    laned = await ingestor(store, dead_letters, clock, lanes=2).process(spread())
+    assert laned.applied == single.applied == Counter({CONFIRMED: 4, ACTIVITY: 8})
+    assert (laned.scheduled, laned.earliest_due) == (single.scheduled, single.earliest_due)
+    assert await everything(store) == await everything(reference)
+    partitions = [(t, p) for t in (CONFIRMED, ACTIVITY) for p in range(4)]
+    assert await store.load_offsets(partitions) == await reference.load_offsets(partitions)
+
+
+async def test_a_lane_that_fails_is_applied_alone_when_the_batch_is_retried(
+    store: Store, dead_letters: MemoryDeadLetters, clock: FixedClock
+) -> None:
+    flaky = OddLaneDiesOnce(store)
+    service = ingestor(flaky, dead_letters, clock, lanes=2)
+    prepared = await service.prepare(spread())
+    with pytest.raises(Unavailable):
+        await service.apply(prepared)
+    # The even lane committed, effects and offsets; the odd one left nothing.
+    saved = await store.load_offsets([(ACTIVITY, p) for p in range(4)])
+    assert saved == {(ACTIVITY, 0): 2, (ACTIVITY, 2): 2}
+    assert await pending(store, "u1", TriggerType.POST_EVENT) == []
+
+    retried = await service.apply(prepared)  # what the runner does after an outage
+    assert retried.applied == Counter({CONFIRMED: 2, ACTIVITY: 4})  # the odd lane only
+    reference = MemoryStore()
+    await ingestor(reference, dead_letters, clock).process(spread())
+    assert await everything(store) == await everything(reference)

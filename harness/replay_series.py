@@ -30,7 +30,8 @@ def trailing_rates(
     out: list[tuple[Sample, float]] = []
     j = 0
     for s in samples:
-        while samples[j].seconds < s.seconds - window:
+        # As a difference, the way the window is read (`t - w < a` rounds otherwise).
+        while s.seconds - samples[j].seconds > window:
             j += 1
         first = samples[j]
         span = s.seconds - first.seconds

@@ -61,7 +61,7 @@ def test_the_first_samples_have_no_windowed_rate() -> None:
     assert rated[-1] == 60.0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(series, st.floats(1.0, 100.0))
 def test_a_windowed_rate_is_a_difference_quotient_within_the_window(
     samples: list[Sample], window: float

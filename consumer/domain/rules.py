@@ -18,6 +18,7 @@ per-user limit is the one rule that still depends on arrival order (README,
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
@@ -176,18 +177,40 @@ def chains(bookings: Iterable[Booking]) -> list[list[Booking]]:
     result may not depend on which booking came first: a run of bookings each
     within a day of the next is one follow-up, however long the run.
     """
-    dated = sorted(
-        (b for b in bookings if b.confirmed_at is not None and b.event_date is not None),
-        key=lambda b: (b.event_date, b.booking_id),
-    )
-    out: list[list[Booking]] = []
-    for b in dated:
-        assert b.event_date is not None
-        last = out[-1][-1].event_date if out else None
-        if last is not None and b.event_date - last <= JOIN_WINDOW:
-            out[-1].append(b)
+    by_id = {b.booking_id: b for b in bookings}
+    dated = [
+        (b.event_date, b.booking_id)
+        for b in by_id.values()
+        if b.confirmed_at is not None and b.event_date is not None
+    ]
+    return [[by_id[k] for _, k in run] for run in _runs(dated)]
+
+
+def _runs(dated: Iterable[tuple[datetime, str]]) -> list[list[tuple[datetime, str]]]:
+    """(event_date, booking_id) pairs in order, cut where neighbours are more than
+    JOIN_WINDOW apart: the chains, on dates and ids alone."""
+    out: list[list[tuple[datetime, str]]] = []
+    for pair in sorted(dated):
+        if out and pair[0] - out[-1][-1][0] <= JOIN_WINDOW:
+            out[-1].append(pair)
         else:
-            out.append([b])
+            out.append([pair])
+    return out
+
+
+def touched_chains(dated: Iterable[tuple[datetime, str]], dates: Iterable[datetime]) -> set[str]:
+    """The booking ids of the chains (of one user's confirmed, dated bookings, as
+    (event_date, booking_id)) that a booking event at any of `dates` can change: a
+    booking dated there joins, or leaves, only a chain that reaches within
+    JOIN_WINDOW of it. The other chains, and their follow-ups, stay as they are:
+    the store need not load them (a long history is not read on every booking)."""
+    wanted = sorted(dates)
+    out: set[str] = set()
+    for run in _runs(dated):
+        low, high = run[0][0] - JOIN_WINDOW, run[-1][0] + JOIN_WINDOW
+        i = bisect.bisect_left(wanted, low)
+        if i < len(wanted) and wanted[i] <= high:
+            out.update(k for _, k in run)
     return out
 
 

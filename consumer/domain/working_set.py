@@ -5,9 +5,12 @@ went), so the batch is written back with a handful of set-based statements
 instead of one round trip per event.
 
 What the store loads into it, the rules may rely on being complete: every
-booking and every post-event follow-up of a user with a booking event in the
-batch, every check-in of a conversation with a score in the batch, and every
-pending follow-up of the batch's users.
+booking and post-event follow-up of the chains a booking event in the batch can
+change (`rules.touched_chains`; a store may load all of the user's), every
+check-in of a conversation with a score in the batch, and every pending
+follow-up of the batch's users. `post_event_scope`, when the store loaded only
+some chains: the post-event rows loaded as theirs; other post-event rows loaded
+(pending ones, for the per-user limit) are not the rules' to reconcile.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class WorkingSet:
     # Follow-ups the rules removed (never sent): deleted on save.
     removed_followups: dict[str, Followup] = field(default_factory=dict)
     refused: Counter[TriggerType] = field(default_factory=Counter)
+    post_event_scope: set[str] | None = None
     # Indexes: user -> pending follow-ups, user -> post-event follow-ups,
     # conversation -> check-ins, user -> booking ids.
     _pending: dict[str, dict[str, Followup]] = field(default_factory=dict)
@@ -56,10 +60,12 @@ class WorkingSet:
         bookings: Iterable[Booking] = (),
         conversations: Iterable[Conversation] = (),
         followups: Iterable[Followup] = (),
+        post_event_scope: set[str] | None = None,
     ) -> WorkingSet:
         ws = cls(
             users={u.user_id: u for u in users},
             conversations={c.conversation_id: c for c in conversations},
+            post_event_scope=post_event_scope,
         )
         for b in bookings:
             ws._set_booking(b)
@@ -68,8 +74,14 @@ class WorkingSet:
 
     def add_loaded(self, followups: Iterable[Followup]) -> None:
         """Rows read from the store: known, not changed."""
+        scope = self.post_event_scope
         for f in followups:
-            self._set_followup(f)
+            self._set_followup(
+                f,
+                chain=scope is None
+                or f.trigger_type is not TriggerType.POST_EVENT
+                or f.id in scope,
+            )
 
     # rules.State
     def user(self, user_id: str) -> UserState | None:
@@ -125,12 +137,14 @@ class WorkingSet:
         self.bookings[b.booking_id] = b
         self._user_bookings.setdefault(b.user_id, set()).add(b.booking_id)
 
-    def _set_followup(self, f: Followup) -> None:
+    def _set_followup(self, f: Followup, *, chain: bool = True) -> None:
         self._unset_followup(f.id)
         self.followups[f.id] = f
         if f.status is Status.PENDING:
             self._pending.setdefault(f.user_id, {})[f.id] = f
         if f.trigger_type is TriggerType.POST_EVENT:
+            if not chain:
+                return  # of a chain the batch cannot change: not the rules' to reconcile
             self._post_event.setdefault(f.user_id, {})[f.id] = f
         elif f.trigger_type is TriggerType.EMOTION_BASED:
             self._checkins.setdefault(f.conversation_id, {})[f.id] = f

@@ -298,6 +298,8 @@ def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
     bookings: set[str] = set()
     conversations: set[str] = set()
     booking_users: set[str] = set()
+    dates: set[tuple[str, datetime]] = set()
+    refs: set[tuple[str, str]] = set()
     for d in decoded:
         match d.event:
             case (
@@ -305,10 +307,13 @@ def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
                 | BookingConfirmed(user_id=user_id, booking_id=booking_id)
             ):
                 # Not activity for a cancellation, but the user's follow-ups are
-                # recomputed from all their bookings: their row is locked.
+                # recomputed from their bookings: their row is locked.
                 users.add(user_id)
                 booking_users.add(user_id)
                 bookings.add(booking_id)
+                refs.add((user_id, booking_id))
+                if isinstance(d.event, BookingConfirmed):
+                    dates.add((user_id, d.event.event_date))
             case EmotionScored(user_id=user_id, conversation_id=conversation_id):
                 users.add(user_id)
                 conversations.add(conversation_id)
@@ -317,5 +322,10 @@ def _keys(decoded: Sequence[Decoded]) -> BatchKeys:
             case _:
                 assert_never(d.event)
     return BatchKeys(
-        frozenset(users), frozenset(bookings), frozenset(conversations), frozenset(booking_users)
+        frozenset(users),
+        frozenset(bookings),
+        frozenset(conversations),
+        frozenset(booking_users),
+        frozenset(dates),
+        frozenset(refs),
     )

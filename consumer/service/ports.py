@@ -113,14 +113,18 @@ class BatchKeys:
     """The natural keys one batch of events touches.
 
     `booking_user_ids`: users with a booking event in the batch; the store loads
-    all their bookings and post-event follow-ups (and those of the users the
-    batch's bookings belong to), which the rules recompute as a whole.
+    their bookings and post-event follow-ups (and those of the users the batch's
+    bookings belong to), which the rules recompute chain by chain: at least every
+    chain within a day of `booking_dates` (user, event date of a confirmation) or
+    of the stored date of a booking in `booking_refs` (user, booking id).
     """
 
     user_ids: frozenset[str]
     booking_ids: frozenset[str] = frozenset()
     conversation_ids: frozenset[str] = frozenset()
     booking_user_ids: frozenset[str] = frozenset()
+    booking_dates: frozenset[tuple[str, datetime]] = frozenset()
+    booking_refs: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass

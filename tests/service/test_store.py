@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 
+from consumer.adapters.postgres.store import PostgresStore
 from consumer.domain.model import (
     Booking,
     Conversation,
@@ -222,17 +223,32 @@ def post_event(n: int, user: str, bookings: tuple[str, ...], status: Status) -> 
     )
 
 
-async def test_ingest_loads_every_booking_and_post_event_row_of_its_booking_users(
-    store: Store,
-) -> None:
-    def booking(booking_id: str, user: str) -> Booking:
-        return Booking(booking_id, user, event_date=T0 + timedelta(days=9), confirmed_at=T0)
+async def test_ingest_loads_the_chains_its_booking_events_can_change(store: Store) -> None:
+    def booking(n: int, user: str, days: int) -> Booking:
+        # Linked to its post-event row, as the rules leave every confirmed booking.
+        return Booking(
+            f"bk-{n}",
+            user,
+            event_date=T0 + timedelta(days=days),
+            confirmed_at=T0,
+            followup_id=f"pe-{n}",
+        )
 
+    # user-1: one chain of three bookings on day 9 (each its own row here), and a
+    # booking far from it (day 40) in a chain of its own.
+    bookings = [
+        booking(1, "user-1", 9),
+        booking(2, "user-1", 9),
+        booking(3, "user-1", 9),
+        booking(4, "user-2", 9),
+        booking(7, "user-1", 40),
+    ]
     rows = [
         post_event(1, "user-1", ("bk-1",), Status.PENDING),
         post_event(2, "user-1", ("bk-2",), Status.CANCELLED),
         post_event(3, "user-1", ("bk-3",), Status.EXPIRED),
         post_event(4, "user-2", ("bk-4",), Status.PENDING),
+        post_event(7, "user-1", ("bk-7",), Status.PENDING),
     ]
     checkins = [
         replace(custom(n, T0, user="user-1"), id=f"ci-{n}", trigger_type=TriggerType.EMOTION_BASED)
@@ -241,34 +257,65 @@ async def test_ingest_loads_every_booking_and_post_event_row_of_its_booking_user
     async with store.transaction() as tx:
         keys = BatchKeys(
             frozenset({"user-1", "user-2"}),
-            frozenset({"bk-1", "bk-2", "bk-3", "bk-4"}),
+            frozenset(b.booking_id for b in bookings),
             frozenset({"conv-5", "conv-6"}),
             booking_user_ids=frozenset({"user-1", "user-2"}),
         )
         ws = await tx.lock_and_load(keys, T0)
         ws.apply(
             [
-                *(booking(f"bk-{n}", "user-1") for n in (1, 2, 3)),
-                booking("bk-4", "user-2"),
+                *bookings,
                 *(Conversation(f"conv-{n}", "user-1") for n in (5, 6)),
                 *rows,
                 *checkins,
             ]
         )
         await tx.save(ws, {})
-    # A batch with one booking event of user-1 and one score of conv-5.
+    # A batch with one booking event of user-1 (bk-1, day 9) and one score of conv-5.
     async with store.transaction() as tx:
         keys = BatchKeys(
             frozenset({"user-1"}),
             frozenset({"bk-1"}),
             frozenset({"conv-5"}),
             booking_user_ids=frozenset({"user-1"}),
+            booking_refs=frozenset({("user-1", "bk-1")}),
         )
         ws = await tx.lock_and_load(keys, T0)
-        assert sorted(b.booking_id for b in ws.bookings_of("user-1")) == ["bk-1", "bk-2", "bk-3"]
-        assert sorted(f.id for f in ws.post_event_followups("user-1")) == ["pe-1", "pe-2", "pe-3"]
+        loaded = sorted(b.booking_id for b in ws.bookings_of("user-1"))
+        rows_loaded = sorted(f.id for f in ws.post_event_followups("user-1"))
+        if isinstance(store, PostgresStore):
+            # The chain a month away cannot change: neither read nor the rules' to touch.
+            assert (loaded, rows_loaded) == (["bk-1", "bk-2", "bk-3"], ["pe-1", "pe-2", "pe-3"])
+            # Still counted against the per-user limit, being pending.
+            assert {"pe-1", "pe-7"} <= {f.id for f in ws.pending_followups("user-1")}
+        else:
+            # The memory store, the reference, loads all of the user's.
+            assert loaded == ["bk-1", "bk-2", "bk-3", "bk-7"]
+            assert rows_loaded == ["pe-1", "pe-2", "pe-3", "pe-7"]
         assert [f.id for f in ws.checkins("conv-5")] == ["ci-5"]
         assert list(ws.bookings_of("user-2")) == []
+    # A confirmation that moves bk-7 to day 10 touches both chains: all of them.
+    async with store.transaction() as tx:
+        keys = BatchKeys(
+            frozenset({"user-1"}),
+            frozenset({"bk-7"}),
+            booking_user_ids=frozenset({"user-1"}),
+            booking_dates=frozenset({("user-1", T0 + timedelta(days=10))}),
+            booking_refs=frozenset({("user-1", "bk-7")}),
+        )
+        ws = await tx.lock_and_load(keys, T0)
+        assert sorted(b.booking_id for b in ws.bookings_of("user-1")) == [
+            "bk-1",
+            "bk-2",
+            "bk-3",
+            "bk-7",
+        ]
+        assert sorted(f.id for f in ws.post_event_followups("user-1")) == [
+            "pe-1",
+            "pe-2",
+            "pe-3",
+            "pe-7",
+        ]
 
 
 async def test_ingest_deletes_only_rows_the_rules_may_change(store: Store) -> None:

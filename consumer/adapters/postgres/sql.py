@@ -93,28 +93,31 @@ LOCK = {p.table: _lock(p) for p in PROJECTIONS}
 LOCK_FOLLOWUPS = text(
     # Written as joins through unnest: `user_id = ANY(...) OR id = ANY(...)`
     # flips to a generic plan that scans every pending row per user.
-    # The pending rows of the batch's users (the per-user limit), every post-event
-    # row of its booking users and every check-in of its conversations (the rules
-    # recompute those sets as a whole), and the rows named by id.
+    # The pending rows of the batch's users (the per-user limit), every check-in of
+    # its conversations (the rules recompute that set as a whole), and the rows
+    # named by id (the post-event rows of the chains the batch can change among them).
     f"SELECT {_FOLLOWUP} FROM scheduled_followups WHERE id IN ("
     "  SELECT p.id FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
     "  JOIN scheduled_followups AS p "
     "    ON p.user_id = u.user_id AND p.status = 'pending' "
-    "  UNION SELECT p.id FROM unnest(CAST(:booking_users AS varchar[])) AS u(user_id) "
-    "  JOIN scheduled_followups AS p "
-    "    ON p.user_id = u.user_id AND p.trigger_type = 'post_event' "
     "  UNION SELECT p.id FROM unnest(CAST(:convs AS text[])) AS c(conversation_id) "
     "  JOIN scheduled_followups AS p "
     "    ON p.conversation_id = c.conversation_id AND p.trigger_type = 'emotion_based' "
     "  UNION SELECT unnest(CAST(:ids AS varchar[]))) "
     "ORDER BY id FOR UPDATE"
 )
-# Every booking of the given users. Not locked: each transaction that changes a
-# booking holds the lock on its user's row (see PostgresUnitOfWork.lock_and_load).
-LOAD_USER_BOOKINGS = text(
-    f"SELECT {', '.join(f'b.{c.strip()}' for c in BOOKINGS.columns.split(','))} "
+# The chain keys of every booking of the given users (a few bytes a booking: a long
+# history is read this way, and only the chains the batch can change in full).
+# Not locked: each transaction that changes a booking holds the lock on its user's
+# row (see PostgresUnitOfWork.lock_and_load).
+USER_BOOKING_DATES = text(
+    "SELECT b.booking_id, b.user_id, b.event_date, b.confirmed_at IS NOT NULL "
     "FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
     "JOIN booking_projection AS b ON b.user_id = u.user_id"
+)
+LOAD_BOOKINGS = text(
+    f"SELECT {BOOKINGS.columns} FROM booking_projection "
+    "WHERE booking_id = ANY(CAST(:ids AS varchar[]))"
 )
 
 LOCK_OFFSETS = text(

@@ -12,6 +12,7 @@ records the outcome only while it still holds that lease.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -23,7 +24,15 @@ from consumer.adapters.postgres import rows, sql
 from consumer.adapters.postgres.engine import create_engine
 from consumer.adapters.postgres.errors import translated, translating
 from consumer.adapters.postgres.schema import NotPermitted, SchemaAhead, migrate
-from consumer.domain.model import Followup, Status, TriggerType, reengagement_id
+from consumer.domain.model import (
+    Booking,
+    Followup,
+    Status,
+    TriggerType,
+    post_event_id,
+    reengagement_id,
+)
+from consumer.domain.rules import touched_chains
 from consumer.domain.template_text import StoredTemplate
 from consumer.domain.working_set import WorkingSet
 from consumer.service.ports import (
@@ -83,16 +92,25 @@ class PostgresUnitOfWork:
             users = sorted([*users, *others])
         booking_users = sorted(keys.booking_user_ids | owners)
         bookings = {r["booking_id"]: rows.booking(r) for r in booking_rows if r["user_id"] != ""}
+        scope: set[str] | None = None
         if booking_users:
-            result = await self.conn.execute(sql.LOAD_USER_BOOKINGS, {"users": booking_users})
-            for r in result.mappings():
-                bookings.setdefault(r["booking_id"], rows.booking(r))
+            touched = await self._touched_bookings(booking_users, keys, bookings)
+            missing = sorted(touched - bookings.keys())
+            if missing:
+                result = await self.conn.execute(sql.LOAD_BOOKINGS, {"ids": missing})
+                for r in result.mappings():
+                    bookings.setdefault(r["booking_id"], rows.booking(r))
+            # The post-event rows of those chains: named after one of their bookings,
+            # or linked from one (a sent one whose first booking moved since).
+            scope = {post_event_id(b.user_id, b.booking_id) for b in bookings.values()}
+            scope |= {b.followup_id for b in bookings.values() if b.followup_id}
         ws = WorkingSet.of(
             users=[rows.user(r) for r in user_rows],
             bookings=bookings.values(),
             conversations=[rows.conversation(r) for r in conv_rows if r["user_id"] != ""],
+            post_event_scope=scope,
         )
-        wanted = {b.followup_id for b in ws.bookings.values() if b.followup_id}
+        wanted = set(scope or ())
         wanted |= {c.checkin_id for c in ws.conversations.values() if c.checkin_id}
         wanted |= {
             reengagement_id(u.user_id, u.reengagement_cycle)
@@ -101,15 +119,39 @@ class PostgresUnitOfWork:
         }
         result = await self.conn.execute(
             sql.LOCK_FOLLOWUPS,
-            {
-                "users": users,
-                "booking_users": booking_users,
-                "convs": sorted(keys.conversation_ids),
-                "ids": sorted(wanted),
-            },
+            {"users": users, "convs": sorted(keys.conversation_ids), "ids": sorted(wanted)},
         )
         ws.add_loaded(rows.followup_from_row(row, now) for row in result.mappings())
         return ws
+
+    async def _touched_bookings(
+        self, users: list[str], keys: BatchKeys, named: Mapping[str, Booking]
+    ) -> set[str]:
+        """The bookings of `users` the batch's booking events can change the
+        follow-ups of: the chains within a day of their dates (`touched_chains`), and
+        the bookings in no chain (not confirmed yet: few). A user's long history
+        is read as (date, id) pairs, not loaded."""
+        dated: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        touched: set[str] = set()
+        result = await self.conn.execute(sql.USER_BOOKING_DATES, {"users": users})
+        for booking_id, user_id, event_date, confirmed in result:
+            if confirmed and event_date is not None:
+                dated[user_id].append((event_date, booking_id))
+            else:
+                touched.add(booking_id)
+        dates: dict[str, set[datetime]] = defaultdict(set)
+        for user_id, date in keys.booking_dates:
+            dates[user_id].add(date)
+        for user_id, booking_id in keys.booking_refs:
+            stored = named.get(booking_id)
+            if stored is not None and stored.event_date is not None:
+                # Where it is now: it leaves that chain (moved, or to another user).
+                dates[user_id].add(stored.event_date)
+                dates[stored.user_id].add(stored.event_date)
+        for user_id, pairs in dated.items():
+            if dates.get(user_id):
+                touched |= touched_chains(pairs, dates[user_id])
+        return touched
 
     async def _lock_rows(
         self, projection: sql.Projection, keys: list[str]

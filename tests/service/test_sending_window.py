@@ -164,7 +164,16 @@ async def test_two_dispatchers_racing_respect_the_cap_exactly(
         while await d.dispatch_due():
             pass
 
-    await asyncio.gather(*(drain(d) for d in ds))
+    # Each holds its first approved round at the publisher until the other has one
+    # too: a race for certain, however the two are scheduled (a busy machine let one
+    # drain everything first).
+    opened = asyncio.Event()
+    for p in publishers:
+        p.gate = opened
+    drains = asyncio.gather(*(drain(d) for d in ds))
+    await asyncio.wait_for(asyncio.gather(*(p.waiting.wait() for p in publishers)), 30)
+    opened.set()
+    await drains
     sent = [m.record["user_id"] for p in publishers for m in p.published]
     assert sorted(sent) == sorted(users * 2)
     assert all(p.published for p in publishers), "both dispatchers took part"

@@ -172,7 +172,23 @@ async def run_report(args: argparse.Namespace) -> None:
     }
     paths = charts(runs, steady, figures)
     out = DOCS / "performance.md"
-    out.write_text(markdown(args, runs, burst_fig, steady, base, mem, figures, paths))
+    out.write_text(
+        markdown(args, runs, burst_fig, steady, base, mem, figures, paths) + kept_sections(out)
+    )
     print(f"wrote {out}")
     for p in paths:
         print(f"wrote {p}")
+
+
+# Sections of docs/performance.md written by hand from other benchmarks (the long
+# replay takes most of an hour): a regenerated report keeps them, from this heading on.
+KEPT_FROM = "\n## Long replays\n"
+
+
+def kept_sections(path: Path) -> str:
+    """What the report keeps of the current file: everything from KEPT_FROM on."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find(KEPT_FROM)
+    return "" if at < 0 else text[at:]

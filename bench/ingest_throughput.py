@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.lib.ingest import run_benchmark
+from bench.lib.options import add_service_options, add_stream_options
 from harness.paths import REPO
 
 
@@ -46,22 +47,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.ingest_throughput", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--events", type=int, default=1_000_000, help="events to produce")
-    p.add_argument("--users", type=int, default=100_000, help="distinct user ids")
-    p.add_argument("--format", choices=("avro", "json", "mixed"), default="avro")
-    p.add_argument("--partitions", type=int, default=6, help="partitions per topic")
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--chunk", type=int, default=20_000, help="sends per gathered chunk")
+    add_stream_options(p, events=1_000_000)
+    add_service_options(p)
     p.add_argument(
         "--timeout", type=float, default=None, help="seconds per read phase (default: scaled)"
-    )
-    p.add_argument("--keep", action="store_true", help="keep the database and the topics")
-    p.add_argument(
-        "--service-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the service (e.g. INGEST_BATCH_MAX_RECORDS=10000)",
     )
     p.add_argument(
         "--service-cwd",

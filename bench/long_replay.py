@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.lib.long_replay import chart_from, run_long_replay
+from bench.lib.options import add_service_options, add_stream_options
 from harness.paths import REPO
 
 
@@ -44,13 +45,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.long_replay", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--events", type=int, default=10_000_000, help="events to produce")
-    p.add_argument("--users", type=int, default=100_000, help="distinct user ids")
-    p.add_argument("--format", choices=("avro", "json", "mixed"), default="avro")
-    p.add_argument("--partitions", type=int, default=6, help="partitions per topic")
-    p.add_argument("--seed", type=int, default=42)
+    add_stream_options(p, events=10_000_000)
+    add_service_options(p)
     p.add_argument("--part", type=int, default=200_000, help="records generated at a time")
-    p.add_argument("--chunk", type=int, default=20_000, help="sends per gathered chunk")
     p.add_argument(
         "--sample-every", type=float, default=2.0, help="seconds between samples of the series"
     )
@@ -65,14 +62,6 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         default=None,
         help="seconds the service gets (default: events/1000, at least 300)",
-    )
-    p.add_argument("--keep", action="store_true", help="keep the database and the topics")
-    p.add_argument(
-        "--service-env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra environment for the service (e.g. INGEST_BATCH_MAX_RECORDS=10000)",
     )
     p.add_argument("--csv", type=Path, default=Path("/tmp/long_replay.csv"), help="the series")
     p.add_argument(

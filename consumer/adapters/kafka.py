@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import struct
@@ -28,6 +29,7 @@ from aiokafka.errors import (
     UnsupportedCodecError,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import decode_varint
@@ -325,18 +327,6 @@ class KafkaDuePublisher:
             return self.confluent.encode(record), CONFLUENT_CONTENT_TYPE
         return self.codec.encode_avro("followup_due", record), AVRO_CONTENT_TYPE
 
-    async def _send(self, key: str, record: Mapping[str, Any]) -> asyncio.Future[Any]:
-        """Queued in the producer's buffer (it waits only when that is full); the
-        future is the broker's acknowledgement."""
-        value, content_type = self.encode(record)
-        delivery: asyncio.Future[Any] = await self.producer.send(
-            self.topic,
-            value=value,
-            key=key.encode(),
-            headers=[("content-type", content_type.encode())],
-        )
-        return delivery
-
     async def broker_reachable(self) -> bool:
         try:
             return bool(
@@ -350,25 +340,76 @@ class KafkaDuePublisher:
             # Registered at start; if the registry was away then, now. Raises while it
             # still is: the dispatch round is retried, no follow-up uses up a retry.
             await self.confluent.register()
-        # Queued one after the other, acknowledged together: a task per record
-        # cost more than the rest of publishing it.
         results: list[BaseException | None] = [None] * len(messages)
-        deliveries: list[tuple[int, asyncio.Future[Any]]] = []
+        try:
+            partitions = sorted(await self.producer.partitions_for(self.topic))
+        except KafkaTimeoutError as exc:  # no metadata: the broker is not answering
+            return [exc] * len(messages)
+        # Batches we fill ourselves, one partition at a time (the key's partition, as
+        # the producer's own partitioner picks it): `send` per record, with its
+        # future, metadata check and partitioner, cost more than encoding the record.
+        deliveries: list[tuple[list[int], asyncio.Future[Any]]] = []
+        try:
+            for partition, queue in self._encoded(messages, len(partitions), results).items():
+                for batch, indexes in self._batches(queue):
+                    future = await self.producer.send_batch(
+                        batch, self.topic, partition=partitions[partition]
+                    )
+                    deliveries.append((indexes, future))
+        except KafkaTimeoutError as exc:
+            # No room in the producer's queue within the timeout: the broker is not
+            # answering, and each further batch would wait as long again.
+            queued = {i for indexes, _ in deliveries for i in indexes}
+            for i, result in enumerate(results):
+                if i not in queued and result is None:
+                    results[i] = exc
+        acks = await asyncio.gather(*(f for _, f in deliveries), return_exceptions=True)
+        for (indexes, _), ack in zip(deliveries, acks, strict=True):
+            if isinstance(ack, BaseException):
+                for i in indexes:
+                    results[i] = ack
+        return results
+
+    def _encoded(
+        self, messages: Sequence[DueMessage], partitions: int, results: list[BaseException | None]
+    ) -> dict[int, list[tuple[int, bytes, bytes, str]]]:
+        """(index, key, value, content type) by partition index, in order; a record
+        that cannot be encoded gets its error in `results` and is left out."""
+        queues: dict[int, list[tuple[int, bytes, bytes, str]]] = defaultdict(list)
         for i, m in enumerate(messages):
             try:
-                deliveries.append((i, await self._send(m.key, m.record)))
-            except KafkaTimeoutError as exc:
-                # No metadata or no buffer space within the timeout: the broker is
-                # not answering, and each further record would wait as long again.
-                results[i:] = [exc] * (len(messages) - i)
-                break
-            except Exception as exc:  # this record only (too large, cannot be encoded)
+                value, content_type = self.encode(m.record)
+            except Exception as exc:  # this record only
                 results[i] = exc
-        acks = await asyncio.gather(*(f for _, f in deliveries), return_exceptions=True)
-        for (i, _), ack in zip(deliveries, acks, strict=True):
-            if isinstance(ack, BaseException):
-                results[i] = ack
-        return results
+                continue
+            key = m.key.encode()
+            queues[_partition_of(key, partitions)].append((i, key, value, content_type))
+        return queues
+
+    def _batches(
+        self, queue: Sequence[tuple[int, bytes, bytes, str]]
+    ) -> Iterator[tuple[Any, list[int]]]:
+        """One partition's records in order, as full producer batches, each with the
+        indexes of its records."""
+        batch, indexes = self.producer.create_batch(), list[int]()
+        for i, key, value, content_type in queue:
+            headers = [("content-type", content_type.encode())]
+            if batch.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                yield batch, indexes  # full: the record starts the next one
+                batch, indexes = self.producer.create_batch(), []
+                # An empty batch takes any record; one the broker finds too large
+                # is then alone in its batch, and fails alone.
+                batch.append(timestamp=None, key=key, value=value, headers=headers)
+            indexes.append(i)
+        if indexes:
+            yield batch, indexes
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _partition_of(key: bytes, count: int) -> int:
+    """The partition index the producer's default partitioner gives `key` (murmur2,
+    like the Java client): a user's follow-ups stay in one partition, in order."""
+    return int(murmur2(key) & 0x7FFFFFFF) % count
 
 
 def make_reader(settings: Settings, **options: Any) -> AIOKafkaConsumer:

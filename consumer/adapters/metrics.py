@@ -15,6 +15,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._executed: dict[tuple[TriggerType, str], Counter] = {}
         self.consumed = Counter(
             "followup_events_consumed", "Input events applied, by topic", ["topic"], registry=r
         )
@@ -100,7 +101,12 @@ class Metrics:
         self.expired_total.labels(trigger.value).inc()
 
     def executed(self, trigger: TriggerType, template_id: str, lateness: float) -> None:
-        self.executed_total.labels(trigger.value, template_id).inc()
+        # Once per follow-up sent: the labelled child is kept, not looked up each time.
+        key = (trigger, template_id)
+        child = self._executed.get(key)
+        if child is None:
+            child = self._executed[key] = self.executed_total.labels(trigger.value, template_id)
+        child.inc()
         self.firing_latency.observe(lateness)
 
     def publish_error(self, trigger: TriggerType, *, gave_up: bool) -> None:

@@ -26,6 +26,7 @@ OPERATOR = "operator"
 # Enum members by stored value: a dict lookup, not an Enum call, per loaded row.
 _TRIGGERS = {t.value: t for t in TriggerType}
 _STATUSES = {s.value: s for s in Status}
+_NO_DATA: Mapping[str, Any] = {}
 
 
 def _loads(raw: str) -> Any:
@@ -72,27 +73,29 @@ def trigger_data(f: Followup) -> dict[str, Any]:
 def followup_from_row(row: Mapping[Any, Any], now: datetime) -> Followup:
     """A stored follow-up as the rules see it: in flight while its lease runs at
     `now` (one that ran out was abandoned; the upsert releases it)."""
-    data = _loads(row["trigger_data"]) if row["trigger_data"] else {}
+    # Every row a batch locks and every claimed row comes through here: positional
+    # arguments, and nothing parsed or sorted that the row does not have.
+    raw = row["trigger_data"]
+    data = _loads(raw) if raw and raw != "{}" else _NO_DATA
     lease_until = row["lease_until"]
+    dates = data.get("booking_dates")
     return Followup(
-        id=row["id"],
-        user_id=row["user_id"],
-        conversation_id=row["conversation_id"],
-        trigger_type=_TRIGGERS[row["trigger_type"]],
-        scheduled_at=row["scheduled_at"],
-        status=_STATUSES[row["status"]],
-        booking_ids=tuple(data.get("booking_ids", ())),
-        active_booking_ids=tuple(data.get("active_booking_ids", ())),
-        booking_dates=tuple(
-            sorted((k, datetime.fromisoformat(v)) for k, v in data.get("booking_dates", {}).items())
-        ),
-        event_date=_dt(data.get("event_date")),
-        activity_basis=_dt(data.get("last_activity")),
-        custom_message=data.get("custom_message"),
-        cancelled_at=row["cancelled_at"],
-        in_flight=lease_until is not None and lease_until > now,
-        operator_cancelled=row.get("cancelled_by") == OPERATOR,
-        ignore_quiet_hours=bool(data.get("ignore_quiet_hours", False)),
+        row["id"],
+        row["user_id"],
+        row["conversation_id"],
+        _TRIGGERS[row["trigger_type"]],
+        row["scheduled_at"],
+        _STATUSES[row["status"]],
+        tuple(data.get("booking_ids", ())),
+        tuple(data.get("active_booking_ids", ())),
+        tuple(sorted((k, datetime.fromisoformat(v)) for k, v in dates.items())) if dates else (),
+        _dt(data.get("event_date")),
+        _dt(data.get("last_activity")),
+        data.get("custom_message"),
+        row["cancelled_at"],
+        lease_until is not None and lease_until > now,
+        row.get("cancelled_by") == OPERATOR,
+        bool(data.get("ignore_quiet_hours", False)),
     )
 
 

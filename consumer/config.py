@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     ingest_lanes: int = Field(2, ge=1, le=16)
     ingest_fetch_timeout_ms: int = Field(200, ge=1)
     dispatch_batch_size: int = Field(1000, ge=1)
-    dispatch_lanes: int = Field(2, ge=1, le=16)
+    dispatch_lanes: int = Field(4, ge=1, le=16)
     dispatch_lease_seconds: float = Field(30, gt=0)
     dispatch_poll_seconds: float = Field(1.0, gt=0)
     publish_timeout_ms: int = Field(30000, ge=1000)

@@ -133,7 +133,7 @@ class Dispatcher:
         clock: Callable[[], datetime],
         *,
         batch_size: int = 1000,
-        lanes: int = 2,
+        lanes: int = 4,
         lease: timedelta = timedelta(seconds=30),
         poll: timedelta = timedelta(seconds=1),
         owner: str | None = None,

@@ -11,6 +11,15 @@ def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
-        # Fail fast instead of hanging a batch when the server is gone.
-        connect_args={"timeout": 10, "command_timeout": 60},
+        connect_args={
+            # Fail fast instead of hanging a batch when the server is gone.
+            "timeout": 10,
+            "command_timeout": 60,
+            # Every statement planned for its own arrays. A prepared statement's
+            # generic plan assumes an array of 10 keys and the table's statistics
+            # of when it was planned: on a table that grew since (a replay into a
+            # new database) it joined thousands of keys by scanning the pending
+            # rows once per key, 7-11 s a batch instead of 0.1 (docs/performance.md).
+            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+        },
     )

@@ -15,11 +15,10 @@ def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
             # Fail fast instead of hanging a batch when the server is gone.
             "timeout": 10,
             "command_timeout": 60,
-            # Every statement planned for its own arrays. A prepared statement's
-            # generic plan assumes an array of 10 keys and the table's statistics
-            # of when it was planned: on a table that grew since (a replay into a
-            # new database) it joined thousands of keys by scanning the pending
-            # rows once per key, 7-11 s a batch instead of 0.1 (docs/performance.md).
+            # Every statement planned for its own arrays: a prepared statement's
+            # generic plan assumes 10 keys an array, and once it took over it
+            # joined a batch's thousands of keys by walking the pending follow-ups
+            # once per key, 7-11 s a batch instead of a tenth (docs/ingest-per-core.md).
             "server_settings": {"plan_cache_mode": "force_custom_plan"},
         },
     )

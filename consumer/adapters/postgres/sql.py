@@ -90,29 +90,19 @@ def _lock(p: Projection) -> TextClause:
 SEED = {p.table: _seed(p) for p in PROJECTIONS}
 LOCK = {p.table: _lock(p) for p in PROJECTIONS}
 
-# Ingest reads and writes rows by key, a batch's keys a small part of each table:
-# an index is always the way. Statistics taken while a new database was still small
-# (a replay into it) once made the planner scan scheduled_followups once per key of
-# the batch, 3-50 s a batch instead of a tenth of one. For the transaction only.
-INDEXES_ONLY = text("SET LOCAL enable_seqscan = off")
 LOCK_FOLLOWUPS = text(
     # Written as joins through unnest: `user_id = ANY(...) OR id = ANY(...)`
     # flips to a generic plan that scans every pending row per user.
     # The pending rows of the batch's users (the per-user limit), every check-in of
     # its conversations (the rules recompute that set as a whole), and the rows
     # named by id (the post-event rows of the chains the batch can change among them).
-    # Each key is looked up through the index that leads with it, whatever the
-    # statistics say (see INDEXES_ONLY): LATERAL ... OFFSET 0 keeps the planner from
-    # making it a join, and the status and type are filtered outside, so that no
-    # other index (the partial one of pending rows) can serve the lookup.
     f"SELECT {_FOLLOWUP} FROM scheduled_followups WHERE id IN ("
     "  SELECT p.id FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
-    "  CROSS JOIN LATERAL (SELECT id, status FROM scheduled_followups "
-    "    WHERE user_id = u.user_id OFFSET 0) AS p WHERE p.status = 'pending' "
+    "  JOIN scheduled_followups AS p "
+    "    ON p.user_id = u.user_id AND p.status = 'pending' "
     "  UNION SELECT p.id FROM unnest(CAST(:convs AS text[])) AS c(conversation_id) "
-    "  CROSS JOIN LATERAL (SELECT id, trigger_type FROM scheduled_followups "
-    "    WHERE conversation_id = c.conversation_id OFFSET 0) AS p "
-    "    WHERE p.trigger_type = 'emotion_based' "
+    "  JOIN scheduled_followups AS p "
+    "    ON p.conversation_id = c.conversation_id AND p.trigger_type = 'emotion_based' "
     "  UNION SELECT unnest(CAST(:ids AS varchar[]))) "
     "ORDER BY id FOR UPDATE"
 )
@@ -121,11 +111,9 @@ LOCK_FOLLOWUPS = text(
 # Not locked: each transaction that changes a booking holds the lock on its user's
 # row (see PostgresUnitOfWork.lock_and_load).
 USER_BOOKING_DATES = text(
-    # Through the index per user, whatever the statistics say (see INDEXES_ONLY).
-    "SELECT b.booking_id, b.user_id, b.event_date, b.confirmed IS NOT NULL "
+    "SELECT b.booking_id, b.user_id, b.event_date, b.confirmed_at IS NOT NULL "
     "FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
-    "CROSS JOIN LATERAL (SELECT booking_id, user_id, event_date, confirmed_at AS confirmed "
-    "  FROM booking_projection WHERE user_id = u.user_id OFFSET 0) AS b"
+    "JOIN booking_projection AS b ON b.user_id = u.user_id"
 )
 LOAD_BOOKINGS = text(
     f"SELECT {BOOKINGS.columns} FROM booking_projection "

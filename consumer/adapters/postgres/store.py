@@ -71,7 +71,6 @@ class PostgresUnitOfWork:
 
     async def lock_and_load(self, keys: BatchKeys, now: datetime) -> WorkingSet:
         self.now = now
-        await self.conn.execute(sql.INDEXES_ONLY)
         # Rows are created first so that every key has a row to lock; locks are
         # taken in one global order (users, conversations, bookings, each sorted)
         # so concurrent instances cannot deadlock on them.

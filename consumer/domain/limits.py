@@ -31,6 +31,8 @@ def text_problem(value: str) -> str | None:
     lone surrogates (bytes that were not UTF-8, or a JSON `\\ud800`)."""
     if "\x00" in value:
         return "must not contain NUL characters"
+    if value.isascii():  # no surrogates, and no copy to find out
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -41,7 +43,7 @@ def text_problem(value: str) -> str | None:
 def bounded_text_problem(value: str, max_chars: int, *, required: bool = True) -> str | None:
     """Why this text field is not acceptable: blank when required, too long, or
     not storable (see `text_problem`)."""
-    if required and not value.strip():
+    if required and (not value or value.isspace()):  # `not value.strip()`, without a copy
         return "must not be empty or blank"
     if len(value) > max_chars:
         return f"must be at most {max_chars} characters, got {len(value)}"

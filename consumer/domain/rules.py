@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from functools import lru_cache
@@ -47,6 +46,7 @@ from consumer.domain.model import (
     UserState,
     default_conversation_id,
     emotion_checkin_id,
+    evolve,
     post_event_id,
     reengagement_id,
 )
@@ -331,7 +331,7 @@ class _Decision:
         if count:
             self.changes.append(Refused(user_id, trigger))
             user = self._user(user_id)
-            self._set_user(replace(user, refused_followups=user.refused_followups + 1))
+            self._set_user(evolve(user, refused_followups=user.refused_followups + 1))
         return False
 
     # --- the four topics ------------------------------------------------------------
@@ -346,7 +346,7 @@ class _Decision:
             or (e.occurred_at, e.timezone) > (user.timezone_at, user.timezone or "")
         ):
             tz_changed = e.timezone != user.timezone
-            self._set_user(replace(user, timezone=e.timezone, timezone_at=e.occurred_at))
+            self._set_user(evolve(user, timezone=e.timezone, timezone_at=e.occurred_at))
         old = self.state.booking(e.booking_id)
         booking = old or Booking(e.booking_id, e.user_id)
         # The latest confirmation wins, by (occurred_at, event_id).
@@ -354,7 +354,7 @@ class _Decision:
             booking.confirmed_at,
             booking.confirm_event_id or "",
         ):
-            booking = replace(
+            booking = evolve(
                 booking,
                 user_id=e.user_id,
                 event_date=e.event_date,
@@ -386,11 +386,11 @@ class _Decision:
             else _cancel_order(booking.cancelled_at, booking.cancel_reason)
         )
         if theirs is None or ours < theirs:
-            booking = replace(booking, cancelled_at=e.occurred_at, cancel_reason=e.reason)
+            booking = evolve(booking, cancelled_at=e.occurred_at, cancel_reason=e.reason)
             if booking.confirmed_at is None:
-                booking = replace(booking, user_id=e.user_id)
+                booking = evolve(booking, user_id=e.user_id)
         elif ours == theirs and booking.confirmed_at is None and e.user_id < booking.user_id:
-            booking = replace(booking, user_id=e.user_id)
+            booking = evolve(booking, user_id=e.user_id)
         if booking != old:
             self._put(booking)
             if booking.confirmed_at is not None:
@@ -423,7 +423,7 @@ class _Decision:
         if locale and (
             user.locale_at is None or (occurred_at, locale) > (user.locale_at, user.locale or "")
         ):
-            self._set_user(replace(user, locale=locale, locale_at=occurred_at))
+            self._set_user(evolve(user, locale=locale, locale_at=occurred_at))
 
     # --- post-event ---------------------------------------------------------------
 
@@ -462,7 +462,7 @@ class _Decision:
         for b in bookings:
             link = links.get(b.booking_id) if b.confirmed_at is not None else None
             if link != b.followup_id:
-                self._put(replace(b, followup_id=link))
+                self._put(evolve(b, followup_id=link))
 
     def _wanted(
         self,
@@ -677,7 +677,7 @@ class _Decision:
         user = self._user(user_id)
         newer = user.last_activity_at is None or at > user.last_activity_at
         if newer:
-            user = replace(user, last_activity_at=at)
+            user = evolve(user, last_activity_at=at)
             self._set_user(user)
         if newer or tz_changed:
             self._reengage(user_id, new_activity=newer)
@@ -706,7 +706,7 @@ class _Decision:
                 # one more pending follow-up, so the per-user limit applies.
                 return
             # Newer activity moves it (an expired one is superseded in place).
-            self._put(replace(current, scheduled_at=due, activity_basis=last, status=status))
+            self._put(evolve(current, scheduled_at=due, activity_basis=last, status=status))
             return
         if current is not None and (current.in_flight or not new_activity):
             return  # being sent now, or nothing new since it was sent
@@ -732,7 +732,7 @@ class _Decision:
                 activity_basis=last,
             )
         )
-        self._set_user(replace(self._user(user_id), reengagement_cycle=next_cycle))
+        self._set_user(evolve(self._user(user_id), reengagement_cycle=next_cycle))
 
     # --- an operator's follow-up ---------------------------------------------------------
 

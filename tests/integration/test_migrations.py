@@ -460,7 +460,8 @@ async def test_the_migrate_command(settings: Settings) -> None:
     refused = await cli(settings, "migrate", "--to", "0001")
     assert refused.code == 2
     assert messages(refused.err) == [
-        f"followup-consumer: going down from {HEAD} to 0001 undoes 0005: Drops nothing: "
+        f"followup-consumer: going down from {HEAD} to 0001 undoes 0006: Drops nothing: "
+        "the index on every row's conversation again; writes get slower; 0005: Drops nothing: "
         "recreates two indexes nothing reads, and the default fill factor; 0004: Drops "
         "message_templates (every edited version) and the locale columns; 0003: Drops "
         "scheduled_followups.held_reason and approved_at (why a follow-up is held); "
@@ -479,7 +480,7 @@ async def test_the_migrate_command(settings: Settings) -> None:
     assert unknown.code == 2
     assert messages(unknown.err) == [
         "followup-consumer: no revision '0042' in this release "
-        "(it has 0001, 0002, 0003, 0004, 0005, and head, base)"
+        "(it has 0001, 0002, 0003, 0004, 0005, 0006, and head, base)"
     ]
     async with connected(url) as conn:
         await conn.execute("UPDATE alembic_version SET version_num = '9999'")

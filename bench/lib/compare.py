@@ -66,10 +66,25 @@ class IngestFigure:
     events: int
     seconds: float
     peak_rss_mib: float
+    # CPU seconds of the service's processes and of PostgreSQL's backends for the
+    # run's database: with two instances the 2-core machine is full, and the rate
+    # is then set by their sum per event, not by waiting.
+    service_cpu_s: float = 0.0
+    postgres_cpu_s: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+    @property
+    def service_us(self) -> float:
+        """Service CPU µs per event."""
+        return self.service_cpu_s / self.events * 1e6 if self.events else 0.0
+
+    @property
+    def postgres_us(self) -> float:
+        """PostgreSQL CPU µs per event."""
+        return self.postgres_cpu_s / self.events * 1e6 if self.events else 0.0
 
 
 async def compare_ingest(
@@ -130,11 +145,19 @@ async def compare_ingest(
                             f"applying them: not a comparison ({run.log_path})"
                         )
                     figure = IngestFigure(
-                        variant.name, count, run.phase.events, run.phase.seconds, run.peak_rss_mib
+                        variant.name,
+                        count,
+                        run.phase.events,
+                        run.phase.seconds,
+                        run.peak_rss_mib,
+                        service_cpu_s=run.cpu.get("consumer (python)", 0.0),
+                        postgres_cpu_s=run.cpu.get("postgresql (bench db)", 0.0),
                     )
                     print(
                         f"  round {r + 1}, {count} instance(s), {variant.name}: "
-                        f"{figure.rate:,.0f} events/s, peak RSS {figure.peak_rss_mib:.0f} MiB",
+                        f"{figure.rate:,.0f} events/s, peak RSS {figure.peak_rss_mib:.0f} MiB, "
+                        f"CPU per event: service {figure.service_us:.0f} µs, "
+                        f"PostgreSQL {figure.postgres_us:.0f} µs",
                         flush=True,
                     )
                     figures.append(figure)
@@ -190,16 +213,22 @@ async def compare_dispatch(
 
 def ingest_table(figures: Sequence[IngestFigure], variants: Sequence[Variant]) -> str:
     """Median rate per variant and instance count, and each variant's ratio to the first."""
-    lines = [f"{'instances':>9}  {'variant':<28} {'events/s':>10} {'ratio':>6} {'peak RSS':>9}"]
+    lines = [
+        f"{'instances':>9}  {'variant':<28} {'events/s':>10} {'ratio':>6} {'peak RSS':>9}"
+        f"  {'CPU µs/event: service':>21} {'PostgreSQL':>10}"
+    ]
     for count in sorted({f.instances for f in figures}):
         base = None
         for v in variants:
             mine = [f for f in figures if f.instances == count and f.variant == v.name]
             rate = statistics.median(f.rate for f in mine)
             rss = max(f.peak_rss_mib for f in mine)
+            service = statistics.median(f.service_us for f in mine)
+            postgres = statistics.median(f.postgres_us for f in mine)
             base = base or rate
             lines.append(
                 f"{count:>9}  {v.name:<28} {rate:>10,.0f} {rate / base:>6.2f} {rss:>7.0f} MiB"
+                f"  {service:>21.0f} {postgres:>10.0f}"
             )
     return "\n".join(lines)
 

@@ -27,9 +27,9 @@ from bench.lib.compare import (
     compare_dispatch,
     compare_ingest,
     dispatch_table,
-    ingest_table,
     working_tree,
 )
+from harness.compare_table import ingest_table
 from harness.endpoints import endpoints
 
 
@@ -73,7 +73,8 @@ async def _run(args: argparse.Namespace) -> None:
             instances=args.instances,
             rounds=args.rounds,
         )
-        print("\ningest (median of rounds)\n" + ingest_table(figures, variants), flush=True)
+        table = ingest_table(figures, [v.name for v in variants])
+        print("\ningest (median of rounds)\n" + table, flush=True)
     if not args.skip_dispatch:
         print(f"\ndispatch: burst {args.burst:,}, steady {args.rate}/s for {args.seconds} s")
         dispatch = await compare_dispatch(

@@ -10,7 +10,8 @@ Unpacks `--baseline` (a git revision) into a scratch directory, produces one
 realistic stream, and replays it into a fresh database with each variant,
 alternating (rounds x instance counts x variants); then dispatch bursts,
 alternating (--dispatch-rounds x variants), and two steady firing runs per
-variant, in A B B A order (the second of two runs in a row is the slower).
+variant, in A B B A order (one run of the same code can be twice as slow as the
+next).
 Prints the median events/s of each, the ratio to the baseline, the peak RSS, the
 CPU per event of the service and PostgreSQL, the median burst publications/s and
 its ratio, and the firing latency of both steady runs pooled.

@@ -159,10 +159,10 @@ async def compare_dispatch(
 ) -> list[DispatchFigure]:
     """Bursts alternating between the variants, `rounds` times (the median counts:
     one burst on a shared machine varies by half); then two steady runs of each,
-    in turn forwards and backwards (A B B A): whichever code runs its steady run
-    second after another's is the slower for it (p50 30-39 ms against 18-19, the
-    same two revisions swapped), so each variant has one run in each place and
-    its latencies are pooled."""
+    in turn forwards and backwards (A B B A), their latencies pooled: one steady
+    run of the same code can have twice the latency of the next (p50 30-39 ms
+    against 18-19), and a single run each had made a variant look worse by which
+    place it ran in."""
     bursts: dict[str, list[float]] = {v.name: [] for v in variants}
     for n in range(rounds):
         for variant in variants:

@@ -9,6 +9,7 @@ import cProfile
 import gc
 import io
 import pstats
+import re
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -188,6 +189,19 @@ def _time_transaction(t: Timings, patch: Patch) -> None:
     patch(PostgresStore, "transaction", timed_transaction)
 
 
+# An element of an array literal (consumer.adapters.postgres.arrays): quoted, or bare.
+_ELEMENT = re.compile(r'"(?:[^"\\]|\\.)*"|[^,{}"]+')
+
+
+def _elements(value: Any) -> int:
+    """How many elements an array parameter has: a list, or an array literal."""
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, str) and value.startswith("{"):
+        return len(_ELEMENT.findall(value))
+    return 0
+
+
 def _time_statements(t: Timings, patch: Patch) -> None:
     """Every SQL statement: count, wall and client CPU time, rows (the longest array
     parameter) by `_statement_name`."""
@@ -203,9 +217,7 @@ def _time_statements(t: Timings, patch: Patch) -> None:
             t.sql_wall[name] += time.perf_counter() - w0
             t.sql_cpu[name] += time.process_time() - c0
             params = args[0] if args and isinstance(args[0], dict) else {}
-            t.sql_rows[name] += max(
-                (len(v) for v in params.values() if isinstance(v, list)), default=0
-            )
+            t.sql_rows[name] += max((_elements(v) for v in params.values()), default=0)
 
     patch(AsyncConnection, "execute", timed_execute)
 

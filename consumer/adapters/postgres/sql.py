@@ -6,9 +6,35 @@ one table of columns (`WRITE_BACK`), so a new projection column is one line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import TextClause, text
+
+from consumer.adapters.postgres import arrays
+
+_ID = "varchar"
+_TS = "timestamptz"
+
+
+def unnested(name: str, sql_type: str) -> str:
+    """The array parameter `name` of an `unnest(...)`: text and integers arrive as one
+    array literal (see `arrays`), timestamps as a binary array. `bound` makes its value."""
+    if sql_type == _TS:
+        return f"CAST(:{name} AS {sql_type}[])"
+    return f"CAST(CAST(:{name} AS text) AS {sql_type}[])"
+
+
+def bound(values: list[Any], sql_type: str) -> Any:
+    """The value of an `unnested` parameter of `sql_type`."""
+    return values if sql_type == _TS else arrays.literal(values)
+
+
+def bind(columns: Iterable[tuple[str, str]], values: Mapping[str, list[Any]]) -> dict[str, Any]:
+    """The `unnested` parameters (name, SQL type) `columns` from their values."""
+    return {name: bound(values[name], sql_type) for name, sql_type in columns}
+
 
 # --- row shapes -------------------------------------------------------------------------
 
@@ -75,7 +101,7 @@ def _seed(p: Projection) -> TextClause:
     extra_col, extra_val = (", user_id", ", ''") if p.seed_user else ("", "")
     return text(
         f"INSERT INTO {p.table} ({p.key}{extra_col}) "
-        f"SELECT k{extra_val} FROM unnest(CAST(:keys AS varchar[])) AS k ORDER BY k "
+        f"SELECT k{extra_val} FROM unnest({unnested('keys', _ID)}) AS k ORDER BY k "
         "ON CONFLICT DO NOTHING"
     )
 
@@ -97,13 +123,13 @@ LOCK_FOLLOWUPS = text(
     # its conversations (the rules recompute that set as a whole), and the rows
     # named by id (the post-event rows of the chains the batch can change among them).
     f"SELECT {_FOLLOWUP} FROM scheduled_followups WHERE id IN ("
-    "  SELECT p.id FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
+    f"  SELECT p.id FROM unnest({unnested('users', _ID)}) AS u(user_id) "
     "  JOIN scheduled_followups AS p "
     "    ON p.user_id = u.user_id AND p.status = 'pending' "
-    "  UNION SELECT p.id FROM unnest(CAST(:convs AS text[])) AS c(conversation_id) "
+    f"  UNION SELECT p.id FROM unnest({unnested('convs', 'text')}) AS c(conversation_id) "
     "  JOIN scheduled_followups AS p "
     "    ON p.conversation_id = c.conversation_id AND p.trigger_type = 'emotion_based' "
-    "  UNION SELECT unnest(CAST(:ids AS varchar[]))) "
+    f"  UNION SELECT unnest({unnested('ids', _ID)})) "
     "ORDER BY id FOR UPDATE"
 )
 # The chain keys of every booking of the given users (a few bytes a booking: a long
@@ -112,7 +138,7 @@ LOCK_FOLLOWUPS = text(
 # row (see PostgresUnitOfWork.lock_and_load).
 USER_BOOKING_DATES = text(
     "SELECT b.booking_id, b.user_id, b.event_date, b.confirmed_at IS NOT NULL "
-    "FROM unnest(CAST(:users AS varchar[])) AS u(user_id) "
+    f"FROM unnest({unnested('users', _ID)}) AS u(user_id) "
     "JOIN booking_projection AS b ON b.user_id = u.user_id"
 )
 LOAD_BOOKINGS = text(
@@ -158,7 +184,7 @@ class WriteBack:
 
     def statement(self) -> TextClause:
         """UPDATE table SET each column FROM unnest(one array per column)."""
-        arrays = ", ".join(f"CAST(:{c.name} AS {c.sql_type}[])" for c in self.columns)
+        arrays = ", ".join(unnested(c.name, c.sql_type) for c in self.columns)
         names = ", ".join(c.name for c in self.columns)
         sets = ", ".join(
             f"{c.name} = v.{c.name}{c.cast}" for c in self.columns if c.name != self.key
@@ -168,9 +194,11 @@ class WriteBack:
             f"FROM unnest({arrays}) AS v({names}) WHERE t.{self.key} = v.{self.key}"
         )
 
+    def bind(self, values: Mapping[str, list[Any]]) -> dict[str, Any]:
+        """The statement's parameters from each column's values."""
+        return bind(((c.name, c.sql_type) for c in self.columns), values)
 
-_ID = "varchar"
-_TS = "timestamptz"
+
 WRITE_BACK = {
     "users": WriteBack(
         "user_projection",
@@ -225,16 +253,24 @@ _NOT_FIXED = (
     "AND ({t}.lease_owner IS NULL "
     "  OR {t}.lease_until <= COALESCE(CAST(:now AS timestamptz), now()))"
 )
+# The arrays of UPSERT_FOLLOWUPS, in order.
+FOLLOWUP_ARRAYS = (
+    ("ids", _ID),
+    ("users", _ID),
+    ("convs", _ID),
+    ("types", _ID),
+    ("data", "text"),
+    ("at", _TS),
+    ("status", _ID),
+    ("cancelled", _TS),
+)
 UPSERT_FOLLOWUPS = text(
     # The WHERE guard keeps an executed (or failed, operator-cancelled, leased)
     # row as it is even if a stale decision reaches it.
     "INSERT INTO scheduled_followups (id, user_id, conversation_id, trigger_type, "
     "trigger_data, scheduled_at, due_at, status, cancelled_at) "
     "SELECT id, user_id, conversation_id, trigger_type, data::jsonb, at, at, status, "
-    "cancelled_at FROM unnest(CAST(:ids AS varchar[]), CAST(:users AS varchar[]), "
-    "CAST(:convs AS varchar[]), CAST(:types AS varchar[]), CAST(:data AS text[]), "
-    "CAST(:at AS timestamptz[]), CAST(:status AS varchar[]), "
-    "CAST(:cancelled AS timestamptz[])) "
+    f"cancelled_at FROM unnest({', '.join(unnested(n, t) for n, t in FOLLOWUP_ARRAYS)}) "
     "AS v(id, user_id, conversation_id, trigger_type, data, at, status, cancelled_at) "
     "ON CONFLICT (id) DO UPDATE SET conversation_id = EXCLUDED.conversation_id, "
     "trigger_data = EXCLUDED.trigger_data, scheduled_at = EXCLUDED.scheduled_at, "

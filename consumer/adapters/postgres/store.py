@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from consumer.adapters.postgres import rows, sql
+from consumer.adapters.postgres.arrays import literal
 from consumer.adapters.postgres.engine import create_engine
 from consumer.adapters.postgres.errors import translated, translating
 from consumer.adapters.postgres.schema import NotPermitted, SchemaAhead, migrate
@@ -120,7 +121,11 @@ class PostgresUnitOfWork:
         }
         result = await self.conn.execute(
             sql.LOCK_FOLLOWUPS,
-            {"users": users, "convs": sorted(keys.conversation_ids), "ids": sorted(wanted)},
+            {
+                "users": literal(users),
+                "convs": literal(sorted(keys.conversation_ids)),
+                "ids": literal(sorted(wanted)),
+            },
         )
         ws.add_loaded(rows.followup_from_row(row, now) for row in result.mappings())
         return ws
@@ -134,7 +139,7 @@ class PostgresUnitOfWork:
         is read as (date, id) pairs, not loaded."""
         dated: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
         touched: set[str] = set()
-        result = await self.conn.execute(sql.USER_BOOKING_DATES, {"users": users})
+        result = await self.conn.execute(sql.USER_BOOKING_DATES, {"users": literal(users)})
         for booking_id, user_id, event_date, confirmed in result:
             if confirmed and event_date is not None:
                 dated[user_id].append((event_date, booking_id))
@@ -173,7 +178,7 @@ class PostgresUnitOfWork:
             return found
         have = {r[projection.key] for r in found}
         missing = [k for k in keys if k not in have]
-        await self.conn.execute(sql.SEED[projection.table], {"keys": missing})
+        await self.conn.execute(sql.SEED[projection.table], {"keys": literal(missing)})
         found += (await self.conn.execute(lock, {"keys": missing})).mappings()
         return found
 
@@ -187,7 +192,8 @@ class PostgresUnitOfWork:
         params = rows.write_back_params(users, bookings, convs)
         for name, changed in (("users", users), ("conversations", convs), ("bookings", bookings)):
             if changed:
-                await self.conn.execute(sql.WRITE_BACK_SQL[name], params[name])
+                bound = sql.WRITE_BACK[name].bind(params[name])
+                await self.conn.execute(sql.WRITE_BACK_SQL[name], bound)
         removed = ws.removed()
         if removed:
             await self.conn.execute(
@@ -207,7 +213,8 @@ async def upsert_followups(
 ) -> None:
     """Insert new follow-ups and move/cancel open ones; closed rows are never reopened,
     nor rows under a lease still live at `now` (default: the database's clock)."""
-    await conn.execute(sql.UPSERT_FOLLOWUPS, {**rows.followup_params(followups), "now": now})
+    params = sql.bind(sql.FOLLOWUP_ARRAYS, rows.followup_params(followups))
+    await conn.execute(sql.UPSERT_FOLLOWUPS, {**params, "now": now})
 
 
 class PostgresStore:
@@ -360,7 +367,7 @@ class PostgresStore:
         users = sorted(set(user_ids))
         with translated():
             async with self.engine.begin() as conn:
-                await conn.execute(sql.SEED["user_projection"], {"keys": users})
+                await conn.execute(sql.SEED["user_projection"], {"keys": literal(users)})
                 locked = await conn.execute(sql.GATE_LOCK_USERS, {"keys": users})
                 zones = {r.user_id: r.timezone for r in locked if r.timezone}
                 sends: dict[str, list[datetime]] = {}

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from consumer.adapters.postgres.arrays import literal
-from tests.integration.conftest import Services
+from tests.integration.conftest import Services, _dsn
 
 _TRICKY = st.sampled_from(
     ['"', "\\", "\\n", "\n", "\t", "\x01", "{", "}", ",", " ", "NULL", "null", "\u2028", "é", "😀"]
@@ -48,8 +48,7 @@ async def _round_trip(dsn: str, texts: list[str | None], ints: list[int | None])
 def test_postgresql_reads_back_what_the_literal_was_made_of(
     services: Services, texts: list[str | None], ints: list[int | None]
 ) -> None:
-    dsn = services.database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    asyncio.run(_round_trip(dsn, texts, ints))
+    asyncio.run(_round_trip(_dsn(services.database_url), texts, ints))
 
 
 def test_plain_ids_take_the_fast_path() -> None:

@@ -273,6 +273,7 @@ class PostgresStore:
         self, owner: str, now: datetime, lease: timedelta, limit: int
     ) -> list[ClaimedFollowup]:
         async with self.engine.begin() as conn:
+            await conn.execute(sql.INDEX_WALKS_ONLY)
             result = await conn.execute(
                 sql.CLAIM_DUE, {"now": now, "limit": limit, "owner": owner, "until": now + lease}
             )
@@ -309,18 +310,18 @@ class PostgresStore:
     async def mark_executed(self, owner: str, done: Sequence[Executed], now: datetime) -> int:
         if not done:
             return 0
+        values: dict[str, list[Any]] = {
+            "id": [d.id for d in done],
+            "template_id": [d.template_id for d in done],
+            "message": [d.message for d in done],
+            "locale": [d.locale for d in done],
+            "version": [d.template_version for d in done],
+        }
         async with self.engine.begin() as conn:
+            await conn.execute(sql.INDEX_WALKS_ONLY)
             result = await conn.execute(
                 sql.MARK_EXECUTED,
-                {
-                    "now": now,
-                    "owner": owner,
-                    "ids": [d.id for d in done],
-                    "templates": [d.template_id for d in done],
-                    "messages": [d.message for d in done],
-                    "locales": [d.locale for d in done],
-                    "versions": [d.template_version for d in done],
-                },
+                {"now": now, "owner": owner, **sql.bind(sql.MARK_EXECUTED_ARRAYS, values)},
             )
             return int(result.rowcount)
 
@@ -387,14 +388,16 @@ class PostgresStore:
 
                 async def hold(holds: Sequence[Hold]) -> None:
                     if holds:
+                        values: dict[str, list[Any]] = {
+                            "id": [h.id for h in holds],
+                            "at": [h.due_at for h in holds],
+                            "reason": [h.reason for h in holds],
+                        }
+                        # The gate's last statement: the setting ends with it.
+                        await conn.execute(sql.INDEX_WALKS_ONLY)
                         await conn.execute(
                             sql.GATE_HOLD,
-                            {
-                                "ids": [h.id for h in holds],
-                                "ats": [h.due_at for h in holds],
-                                "reasons": [h.reason for h in holds],
-                                "owner": owner,
-                            },
+                            {"owner": owner, **sql.bind(sql.GATE_HOLD_ARRAYS, values)},
                         )
 
                 yield SendGate(zones, sends, approve, hold)
@@ -403,6 +406,7 @@ class PostgresStore:
     async def next_due_at(self, now: datetime) -> datetime | None:
         """When the earliest claimable follow-up falls due."""
         async with self.engine.connect() as conn:
+            await conn.execute(sql.INDEX_WALKS_ONLY)
             value: datetime | None = (await conn.execute(sql.NEXT_DUE_AT, {"now": now})).scalar()
             return value
 

@@ -286,6 +286,8 @@ class _Schema:
     writers: Mapping[bytes, tuple[Any, Any]]
     fields: tuple[_Field, ...]
     field_names: frozenset[str]
+    # (name, _FINAL_* kind, nullable) of each field: see `_final_form`.
+    final_form: tuple[tuple[str, int, bool], ...]
 
 
 def _fingerprint(raw_schema: Any) -> bytes:
@@ -405,6 +407,7 @@ class Codec:
             writers=writers,
             fields=fields,
             field_names=frozenset(f.name for f in fields),
+            final_form=tuple((f.name, _FINAL_KINDS.get(f.kind, 0), f.nullable) for f in fields),
         )
 
     @classmethod
@@ -607,12 +610,57 @@ def _iso_utc(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+_FINAL_TEXT, _FINAL_INT, _FINAL_LONG, _FINAL_UTC = 1, 2, 3, 4
+_FINAL_KINDS: Final = {
+    "string": _FINAL_TEXT,
+    "int": _FINAL_INT,
+    "long": _FINAL_LONG,
+    "timestamp-millis": _FINAL_UTC,
+}
+
+
+def _final_form(schema: _Schema, record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`record` as `_check_record` returns it, when every field is there with a value
+    already in its final form (None where allowed, ASCII text, an integer in range,
+    a datetime in UTC); else None. The records dispatch builds are: this spares
+    them a conversion call per field (half the check's time)."""
+    if len(record) != len(schema.final_form):
+        return None
+    out: dict[str, Any] = {}
+    for name, kind, nullable in schema.final_form:
+        value = record.get(name, _MISSING)
+        if value is None:
+            if not nullable:
+                return None
+        elif kind == _FINAL_TEXT:
+            if type(value) is not str or not value.isascii():
+                return None
+        elif kind == _FINAL_UTC:
+            if type(value) is not datetime or value.tzinfo is not UTC:
+                return None
+        elif kind in (_FINAL_INT, _FINAL_LONG):
+            low, high = _INT32 if kind == _FINAL_INT else _INT64
+            if type(value) is not int or not low <= value <= high:
+                return None
+        else:
+            return None
+        out[name] = value
+    return out
+
+
 def _check_record(schema: _Schema, record: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a record to encode; returns a copy with defaults filled in.
 
     Stricter than fastavro on purpose: fastavro silently encodes a naive
     datetime as *local* time and drops misspelled keys.
     """
+    final = _final_form(schema, record)
+    if final is not None:
+        return final
+    return _checked_field_by_field(schema, record)
+
+
+def _checked_field_by_field(schema: _Schema, record: Mapping[str, Any]) -> dict[str, Any]:
     unknown = record.keys() - schema.field_names
     if unknown:
         raise CodecError(schema.name, f"unknown fields {sorted(unknown)!r}", schema_violation=True)

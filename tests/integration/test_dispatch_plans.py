@@ -88,7 +88,7 @@ async def _plan(engine: AsyncEngine, statement: TextClause, params: dict[str, An
     async with engine.connect() as conn:
         await conn.execute(sql.INDEX_WALKS_ONLY)
         explained = text("EXPLAIN (ANALYZE, FORMAT JSON) " + statement.text)
-        found = (await conn.execute(explained, params)).scalar()
+        found: Any = (await conn.execute(explained, params)).scalar_one()
         await conn.rollback()
     return (json.loads(found) if isinstance(found, str) else found)[0]["Plan"]
 
@@ -109,7 +109,9 @@ def _rows_handled(node: dict[str, Any]) -> float:
     return float(per_loop * node.get("Actual Loops", 1))
 
 
-@pytest.mark.parametrize("statistics", ["none", "taken with nothing pending", "taken in the backlog"])
+@pytest.mark.parametrize(
+    "statistics", ["none", "taken with nothing pending", "taken in the backlog"]
+)
 async def test_claims_and_marks_handle_the_batch_not_the_backlog(
     store: PostgresStore, settings: Settings, statistics: str
 ) -> None:

@@ -113,24 +113,9 @@ def test_every_near_miss_in_every_field_gets_the_full_checks_answer(field: str) 
 
 
 def test_a_record_dispatch_builds_takes_the_fast_path() -> None:
-    now = NOW
-    record = {
-        "event_id": "f-1",
-        "followup_id": "f-1",
-        "user_id": "u-1",
-        "conversation_id": "c-1",
-        "trigger_type": "custom",
-        "template_id": "custom",
-        "message": "Hello",
-        "scheduled_at": now,
-        "emitted_at": now,
-        "booking_id": None,
-        "attempt": 1,
-        "locale": "en",
-        "template_version": 2,
-    }
+    record = DISPATCHED
     assert _final_form(SCHEMA, record) == _checked_field_by_field(SCHEMA, record) == record
     # Not ASCII, or not in UTC: the full check converts.
     assert _final_form(SCHEMA, {**record, "message": "Merci, à bientôt"}) is None
-    paris = now.astimezone(ZoneInfo("Europe/Paris"))
+    paris = NOW.astimezone(ZoneInfo("Europe/Paris"))
     assert _final_form(SCHEMA, {**record, "emitted_at": paris}) is None

@@ -393,7 +393,7 @@ class PostgresStore:
                             "at": [h.due_at for h in holds],
                             "reason": [h.reason for h in holds],
                         }
-                        # The gate's last statement: the setting ends with it.
+                        # For the rest of the gate's transaction: hold is its last statement.
                         await conn.execute(sql.INDEX_WALKS_ONLY)
                         await conn.execute(
                             sql.GATE_HOLD,

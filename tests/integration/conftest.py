@@ -20,7 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
+from sqlalchemy.pool import QueuePool
 
+from consumer.adapters.postgres.store import PostgresStore
 from consumer.config import Settings, load_settings
 from tests.integration.ecosystem_registry import registry_client
 
@@ -123,6 +125,21 @@ def settings(services: Services, database_url: str) -> Settings:
         http_port=0,  # tests that want HTTP pick a free port
         ingest_fetch_timeout_ms=100,
     )
+
+
+@pytest.fixture
+async def postgres_store(settings: Settings) -> AsyncIterator[PostgresStore]:
+    """The store on the test's fresh database, migrated; no connection may be left
+    checked out at the end."""
+    store = PostgresStore.connect(settings.database_url, settings.kafka_group_id)
+    try:
+        assert await store.migrate()
+        yield store
+        pool = store.engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedout() == 0, "a connection was left checked out"
+    finally:
+        await store.close()
 
 
 # The schema registry of `scripts/services` (scripts/test exports SCHEMA_REGISTRY_URL):

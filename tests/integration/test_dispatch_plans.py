@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,16 +65,6 @@ async def _copy_pending(dsn: str, count: int, due: datetime) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore.connect(settings.database_url, settings.kafka_group_id)
-    try:
-        assert await store.migrate()
-        yield store
-    finally:
-        await store.close()
-
-
 async def _analyze(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
@@ -113,8 +103,9 @@ def _rows_handled(node: dict[str, Any]) -> float:
     "statistics", ["none", "taken with nothing pending", "taken in the backlog"]
 )
 async def test_claims_and_marks_handle_the_batch_not_the_backlog(
-    store: PostgresStore, settings: Settings, statistics: str
+    postgres_store: PostgresStore, settings: Settings, statistics: str
 ) -> None:
+    store = postgres_store
     dsn = _dsn(settings.database_url)
     if statistics == "taken with nothing pending":
         await _copy_pending(dsn, BACKLOG, NOW - timedelta(days=2))

@@ -12,20 +12,22 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy.pool import QueuePool
 
 from consumer.adapters.codec import Codec
 from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, MemoryStore, Tally
-from consumer.adapters.postgres.store import PostgresStore
 from consumer.adapters.wire import WireDecoder
-from consumer.config import Settings
 from consumer.domain.model import Followup, TriggerType
 from consumer.domain.policy import Policy
 from consumer.service.ingest import EventDecoder, Ingestor
 from consumer.service.ports import BatchKeys, DeadLetterSink, IngestStore, Store
 
 # The per-test database, topics and settings of the integration suite, reused.
-from tests.integration.conftest import database_url, services, settings  # noqa: F401
+from tests.integration.conftest import (  # noqa: F401
+    database_url,
+    postgres_store,
+    services,
+    settings,
+)
 from tests.integration.helpers import Event
 
 # A Monday, 08:00 UTC, on a whole millisecond (the wire format's precision).
@@ -108,19 +110,6 @@ async def memory_store() -> AsyncIterator[MemoryStore]:
     assert whole is store
     assert store.checked_out() == 0, "a transaction or connection was left open"
     await store.close()
-
-
-@pytest.fixture
-async def postgres_store(settings: Settings) -> AsyncIterator[PostgresStore]:  # noqa: F811
-    store = PostgresStore.connect(settings.database_url, settings.kafka_group_id)
-    try:
-        assert await store.migrate()
-        yield store
-        pool = store.engine.pool
-        assert isinstance(pool, QueuePool)
-        assert pool.checkedout() == 0, "a connection was left checked out"
-    finally:
-        await store.close()
 
 
 @pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.integration)])

@@ -26,6 +26,7 @@ from consumer.adapters.kafka import (
 )
 from consumer.bootstrap import Clock, Wired, build, utc_now
 from consumer.config import Settings
+from consumer.entrypoints.allocator import return_freed_memory
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
 from consumer.entrypoints.startup import bind_http, database_ready, kafka_step
@@ -135,6 +136,7 @@ class Service:
             await self.consumer.start()
         if self.own_process:
             settle_garbage_collector()
+            return_freed_memory()
         log.info(
             "consumer started",
             extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},

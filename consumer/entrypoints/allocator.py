@@ -7,7 +7,7 @@ block freed (up to 32 MiB), and its trim threshold with it: after the first
 few batches their large blocks come from the heap instead, and the heap
 only shrinks from its top. The process's resident memory then followed the
 largest batch so far, growing along a replay as histories grew (192 to 245 MiB
-over 2M events of 20,000 users; 182 to 200 MiB with fixed thresholds, peak 231
+over 2M events of 20,000 users; 179 to 202 MiB with fixed thresholds, peak 234
 against 245: docs/ingest-per-core.md). Fixed thresholds end that adjustment.
 """
 

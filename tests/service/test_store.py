@@ -234,14 +234,16 @@ async def test_ingest_loads_the_chains_its_booking_events_can_change(store: Stor
             followup_id=f"pe-{n}",
         )
 
-    # user-1: one chain of three bookings on day 9 (each its own row here), and a
-    # booking far from it (day 40) in a chain of its own.
+    # user-1: one chain of three bookings on day 9 (each its own row here), a
+    # booking far from it (day 40) in a chain of its own, and one cancelled before
+    # its confirmation came (in no chain).
     bookings = [
         booking(1, "user-1", 9),
         booking(2, "user-1", 9),
         booking(3, "user-1", 9),
         booking(4, "user-2", 9),
         booking(7, "user-1", 40),
+        Booking("bk-8", "user-1", cancelled_at=T0),
     ]
     rows = [
         post_event(1, "user-1", ("bk-1",), Status.PENDING),
@@ -284,13 +286,14 @@ async def test_ingest_loads_the_chains_its_booking_events_can_change(store: Stor
         loaded = sorted(b.booking_id for b in ws.bookings_of("user-1"))
         rows_loaded = sorted(f.id for f in ws.post_event_followups("user-1"))
         if isinstance(store, PostgresStore):
-            # The chain a month away cannot change: neither read nor the rules' to touch.
+            # The chain a month away cannot change: neither read nor the rules' to
+            # touch; nor can the booking not confirmed, in no chain.
             assert (loaded, rows_loaded) == (["bk-1", "bk-2", "bk-3"], ["pe-1", "pe-2", "pe-3"])
             # Still counted against the per-user limit, being pending.
             assert {"pe-1", "pe-7"} <= {f.id for f in ws.pending_followups("user-1")}
         else:
             # The memory store, the reference, loads all of the user's.
-            assert loaded == ["bk-1", "bk-2", "bk-3", "bk-7"]
+            assert loaded == ["bk-1", "bk-2", "bk-3", "bk-7", "bk-8"]
             assert rows_loaded == ["pe-1", "pe-2", "pe-3", "pe-7"]
         assert [f.id for f in ws.checkins("conv-5")] == ["ci-5"]
         assert list(ws.bookings_of("user-2")) == []
@@ -304,18 +307,26 @@ async def test_ingest_loads_the_chains_its_booking_events_can_change(store: Stor
             booking_refs=frozenset({("user-1", "bk-7")}),
         )
         ws = await tx.lock_and_load(keys, T0)
-        assert sorted(b.booking_id for b in ws.bookings_of("user-1")) == [
-            "bk-1",
-            "bk-2",
-            "bk-3",
-            "bk-7",
-        ]
+        assert {"bk-1", "bk-2", "bk-3", "bk-7"} <= {b.booking_id for b in ws.bookings_of("user-1")}
+        if isinstance(store, PostgresStore):
+            assert "bk-8" not in {b.booking_id for b in ws.bookings_of("user-1")}
         assert sorted(f.id for f in ws.post_event_followups("user-1")) == [
             "pe-1",
             "pe-2",
             "pe-3",
             "pe-7",
         ]
+    # Its confirmation names it: loaded, with the chain it joins (day 9).
+    async with store.transaction() as tx:
+        keys = BatchKeys(
+            frozenset({"user-1"}),
+            frozenset({"bk-8"}),
+            booking_user_ids=frozenset({"user-1"}),
+            booking_dates=frozenset({("user-1", T0 + timedelta(days=9))}),
+            booking_refs=frozenset({("user-1", "bk-8")}),
+        )
+        ws = await tx.lock_and_load(keys, T0)
+        assert {"bk-1", "bk-2", "bk-3", "bk-8"} <= {b.booking_id for b in ws.bookings_of("user-1")}
 
 
 async def test_ingest_deletes_only_rows_the_rules_may_change(store: Store) -> None:

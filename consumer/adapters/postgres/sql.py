@@ -136,10 +136,12 @@ LOCK_FOLLOWUPS = text(
 # history is read this way, and only the chains the batch can change in full).
 # Not locked: each transaction that changes a booking holds the lock on its user's
 # row (see PostgresUnitOfWork.lock_and_load).
+# The users' confirmed bookings, the only ones in chains (`rules.chains`).
 USER_BOOKING_DATES = text(
-    "SELECT b.booking_id, b.user_id, b.event_date, b.confirmed_at IS NOT NULL "
+    "SELECT b.booking_id, b.user_id, b.event_date "
     f"FROM unnest({unnested('users', _ID)}) AS u(user_id) "
-    "JOIN booking_projection AS b ON b.user_id = u.user_id"
+    "JOIN booking_projection AS b ON b.user_id = u.user_id "
+    "WHERE b.confirmed_at IS NOT NULL AND b.event_date IS NOT NULL"
 )
 LOAD_BOOKINGS = text(
     f"SELECT {BOOKINGS.columns} FROM booking_projection "

@@ -134,17 +134,20 @@ class PostgresUnitOfWork:
         self, users: list[str], keys: BatchKeys, named: Mapping[str, Booking]
     ) -> set[str]:
         """The bookings of `users` the batch's booking events can change the
-        follow-ups of: the chains within a day of their dates (`touched_chains`), and
-        the bookings in no chain (not confirmed yet: few). A user's long history
-        is read as (date, id) pairs, not loaded."""
+        follow-ups of: the chains within a day of their dates (`touched_chains`). A
+        user's long history is read as (date, id) pairs, not loaded.
+
+        Bookings not confirmed (cancelled before their confirmation came) are in no
+        chain and never linked to a follow-up: the rules need only those the batch
+        names, which are loaded by key. They are not few: a replay reads the
+        cancellations (a third as many as the confirmations) ahead of them, and
+        750,000 events into one of 2M, 16,655 bookings were cancelled and not yet
+        confirmed, up to 15 of one user; each booking event loaded all of its user's."""
         dated: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
         touched: set[str] = set()
         result = await self.conn.execute(sql.USER_BOOKING_DATES, {"users": literal(users)})
-        for booking_id, user_id, event_date, confirmed in result:
-            if confirmed and event_date is not None:
-                dated[user_id].append((event_date, booking_id))
-            else:
-                touched.add(booking_id)
+        for booking_id, user_id, event_date in result:
+            dated[user_id].append((event_date, booking_id))
         dates: dict[str, set[datetime]] = defaultdict(set)
         for user_id, date in keys.booking_dates:
             dates[user_id].add(date)

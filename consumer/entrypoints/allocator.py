@@ -14,7 +14,6 @@ against 245: docs/ingest-per-core.md). Fixed thresholds end that adjustment.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 # mallopt's parameter numbers (glibc's malloc.h).
@@ -32,7 +31,9 @@ def return_freed_memory() -> bool:
     if any(name in os.environ for name in GLIBC_VARIABLES):
         return False
     try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
+        # The symbols already loaded (the C library's among them): no search for
+        # the library's file, which runs `ldconfig`.
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]

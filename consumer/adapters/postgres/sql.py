@@ -132,20 +132,35 @@ LOCK_FOLLOWUPS = text(
     f"  UNION SELECT unnest({unnested('ids', _ID)})) "
     "ORDER BY id FOR UPDATE"
 )
-# The chain keys of every booking of the given users (a few bytes a booking: a long
-# history is read this way, and only the chains the batch can change in full).
+# The bookings of the chains (`rules.chains`) that a batch's booking events can
+# change (`rules.touched_chains`), found here so that what a batch reads into Python
+# does not grow with its users' histories. The users' confirmed, dated bookings and
+# the batch's :dates are cut together into runs, in (date, id) order, wherever two
+# neighbours are more than :window apart; a run with one of the dates in it is a
+# run of chains each within :window of that date: its bookings are the ones wanted.
+# (A date links only bookings within :window of it, and any point of a chain's span
+# is within :window of one of its bookings.) Window functions over one sort: no
+# join between the intermediate results, so no plan that is quadratic in them.
 # Not locked: each transaction that changes a booking holds the lock on its user's
 # row (see PostgresUnitOfWork.lock_and_load).
-# The users' confirmed bookings, the only ones in chains (`rules.chains`).
-USER_BOOKING_DATES = text(
-    "SELECT b.booking_id, b.user_id, b.event_date "
-    f"FROM unnest({unnested('users', _ID)}) AS u(user_id) "
-    "JOIN booking_projection AS b ON b.user_id = u.user_id "
-    "WHERE b.confirmed_at IS NOT NULL AND b.event_date IS NOT NULL"
-)
-LOAD_BOOKINGS = text(
-    f"SELECT {BOOKINGS.columns} FROM booking_projection "
-    "WHERE booking_id = ANY(CAST(:ids AS varchar[]))"
+TOUCHED_BOOKINGS = text(
+    f"WITH w AS (SELECT * FROM unnest({unnested('users', _ID)}, {unnested('dates', _TS)}) "
+    "    AS w(user_id, d)), "
+    "dated AS ("
+    "  SELECT b.booking_id, b.user_id, b.event_date "
+    "  FROM (SELECT DISTINCT user_id FROM w) AS u "
+    "  JOIN booking_projection AS b ON b.user_id = u.user_id "
+    "  WHERE b.confirmed_at IS NOT NULL AND b.event_date IS NOT NULL "
+    "  UNION ALL SELECT NULL, user_id, d FROM w), "
+    "cut AS (SELECT booking_id, user_id, event_date, "
+    "    CASE WHEN event_date - lag(event_date) OVER o <= :window THEN 0 ELSE 1 END AS c "
+    "  FROM dated WINDOW o AS (PARTITION BY user_id ORDER BY event_date, booking_id)), "
+    "runs AS (SELECT booking_id, user_id, "
+    "    sum(c) OVER (PARTITION BY user_id ORDER BY event_date, booking_id) AS run FROM cut), "
+    "hit AS (SELECT booking_id, "
+    "    bool_or(booking_id IS NULL) OVER (PARTITION BY user_id, run) AS wanted FROM runs) "
+    f"SELECT {BOOKINGS.columns} FROM booking_projection WHERE booking_id IN ("
+    "  SELECT booking_id FROM hit WHERE wanted AND booking_id IS NOT NULL)"
 )
 
 LOCK_OFFSETS = text(

@@ -12,7 +12,6 @@ records the outcome only while it still holds that lease.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
@@ -33,7 +32,7 @@ from consumer.domain.model import (
     post_event_id,
     reengagement_id,
 )
-from consumer.domain.rules import touched_chains
+from consumer.domain.rules import JOIN_WINDOW
 from consumer.domain.template_text import StoredTemplate
 from consumer.domain.working_set import WorkingSet
 from consumer.service.ports import (
@@ -92,16 +91,11 @@ class PostgresUnitOfWork:
         if others:
             user_rows += await self._lock_rows(sql.USERS, others)
             users = sorted([*users, *others])
-        booking_users = sorted(keys.booking_user_ids | owners)
         bookings = {r["booking_id"]: rows.booking(r) for r in booking_rows if r["user_id"] != ""}
         scope: set[str] | None = None
-        if booking_users:
-            touched = await self._touched_bookings(booking_users, keys, bookings)
-            missing = sorted(touched - bookings.keys())
-            if missing:
-                result = await self.conn.execute(sql.LOAD_BOOKINGS, {"ids": missing})
-                for r in result.mappings():
-                    bookings.setdefault(r["booking_id"], rows.booking(r))
+        if keys.booking_user_ids or owners:
+            for r in await self._touched_bookings(keys, bookings):
+                bookings.setdefault(r["booking_id"], rows.booking(r))
             # The post-event rows of those chains: named after one of their bookings,
             # or linked from one (a sent one whose first booking moved since).
             scope = {post_event_id(b.user_id, b.booking_id) for b in bookings.values()}
@@ -131,11 +125,11 @@ class PostgresUnitOfWork:
         return ws
 
     async def _touched_bookings(
-        self, users: list[str], keys: BatchKeys, named: Mapping[str, Booking]
-    ) -> set[str]:
-        """The bookings of `users` the batch's booking events can change the
-        follow-ups of: the chains within a day of their dates (`touched_chains`). A
-        user's long history is read as (date, id) pairs, not loaded.
+        self, keys: BatchKeys, named: Mapping[str, Booking]
+    ) -> Sequence[Mapping[Any, Any]]:
+        """The rows of the bookings the batch's booking events can change the
+        follow-ups of: the chains within a day of their dates (`touched_chains`,
+        computed by `sql.TOUCHED_BOOKINGS`), a user's long history never read.
 
         Bookings not confirmed (cancelled before their confirmation came) are in no
         chain and never linked to a follow-up: the rules need only those the batch
@@ -143,24 +137,25 @@ class PostgresUnitOfWork:
         cancellations (a third as many as the confirmations) ahead of them, and
         750,000 events into one of 2M, 16,655 bookings were cancelled and not yet
         confirmed, up to 15 of one user; each booking event loaded all of its user's."""
-        dated: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-        touched: set[str] = set()
-        result = await self.conn.execute(sql.USER_BOOKING_DATES, {"users": literal(users)})
-        for booking_id, user_id, event_date in result:
-            dated[user_id].append((event_date, booking_id))
-        dates: dict[str, set[datetime]] = defaultdict(set)
-        for user_id, date in keys.booking_dates:
-            dates[user_id].add(date)
+        dates: set[tuple[str, datetime]] = set(keys.booking_dates)
         for user_id, booking_id in keys.booking_refs:
             stored = named.get(booking_id)
             if stored is not None and stored.event_date is not None:
                 # Where it is now: it leaves that chain (moved, or to another user).
-                dates[user_id].add(stored.event_date)
-                dates[stored.user_id].add(stored.event_date)
-        for user_id, pairs in dated.items():
-            if dates.get(user_id):
-                touched |= touched_chains(pairs, dates[user_id])
-        return touched
+                dates.add((user_id, stored.event_date))
+                dates.add((stored.user_id, stored.event_date))
+        if not dates:
+            return []
+        pairs = sorted(dates)
+        result = await self.conn.execute(
+            sql.TOUCHED_BOOKINGS,
+            {
+                "users": literal([u for u, _ in pairs]),
+                "dates": [d for _, d in pairs],
+                "window": JOIN_WINDOW,
+            },
+        )
+        return list(result.mappings())
 
     async def _lock_rows(
         self, projection: sql.Projection, keys: list[str]

@@ -44,7 +44,13 @@ def _dumps(value: Any) -> str:
     except TypeError:
         # A lone surrogate: the stdlib escapes it, and PostgreSQL refuses the row
         # (a storage_error dead letter), as it always did.
-        return json.dumps(value)
+        return json.dumps(value, default=_isoformat)
+
+
+def _isoformat(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _dt(value: Any) -> datetime | None:
@@ -119,7 +125,11 @@ def history(raw: str | None) -> tuple[Score, ...]:
 
 
 def history_json(scores: Sequence[Score]) -> str:
-    return _dumps([[s.message_id, s.scored_at.isoformat(), s.value] for s in scores])
+    # orjson writes the datetimes itself, five times faster than `isoformat` a score
+    # (a changed history is written whole: up to 500 scores). The same text: every
+    # instant is UTC from the edges on (`wire`), and orjson differs from
+    # `isoformat` only on offsets with seconds.
+    return _dumps([[s.message_id, s.scored_at, s.value] for s in scores])
 
 
 def user(row: Mapping[Any, Any]) -> UserState:

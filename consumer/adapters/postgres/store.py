@@ -129,7 +129,8 @@ class PostgresUnitOfWork:
     ) -> Sequence[Mapping[Any, Any]]:
         """The rows of the bookings the batch's booking events can change the
         follow-ups of: the chains within a day of their dates (`touched_chains`,
-        computed by `sql.TOUCHED_BOOKINGS`), a user's long history never read.
+        computed by `sql.TOUCHED_BOOKINGS`). PostgreSQL still reads each such
+        user's confirmed bookings (by index); Python gets only the chains'.
 
         Bookings not confirmed (cancelled before their confirmation came) are in no
         chain and never linked to a follow-up: the rules need only those the batch

@@ -19,6 +19,7 @@ per-user limit is the one rule that still depends on arrival order (README,
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
@@ -100,6 +101,44 @@ def _is_low(total: int, count: int) -> bool:
     """`average(window) < LOW_EMOTION` for a window of `count` scaled scores summing
     to `total` (exactly the same Decimal arithmetic: both sums are exact)."""
     return float(Decimal(total).scaleb(-_SCALE) / count) < LOW_EMOTION
+
+
+@lru_cache(maxsize=1 << 12)
+def _low_below(count: int) -> int:
+    """The least window sum (scaled) of `count` scores that is not low: `_is_low`
+    is monotonic in the sum, so a comparison with this is `_is_low` exactly."""
+    lo, hi = 0, count * 10**_SCALE  # low at 0; an average of 1 is not
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _is_low(mid, count):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def window_lows(ordered: Sequence[Score], limit: int) -> list[bool]:
+    """For each score, oldest first: is the average of the window ending there
+    (the last `limit` scores) below LOW_EMOTION? Integer comparisons of window
+    sums, one a score (the check-in timeline walks a whole history per score)."""
+    scaled = [_scaled(s.value) for s in ordered]
+    if None in scaled:  # a score with more than 20 decimals: the slow way
+        return [
+            (avg := average(ordered[max(0, i + 1 - limit) : i + 1])) is not None
+            and avg < LOW_EMOTION
+            for i in range(len(ordered))
+        ]
+    sums = [0, *itertools.accumulate(v or 0 for v in scaled)]
+    head = min(len(ordered), limit)
+    lows = [sums[k] < _low_below(k) for k in range(1, head + 1)]
+    full = _low_below(limit)
+    lows += [sums[k] - sums[k - limit] < full for k in range(limit + 1, len(sums))]
+    return lows
+
+
+def _changes(lows: Sequence[bool]) -> list[int]:
+    """The positions where the band changes (the first one too, if low)."""
+    return [i for i in range(len(lows)) if lows[i] != (lows[i - 1] if i else False)]
 
 
 def average(scores: Sequence[Score]) -> float | None:
@@ -591,32 +630,22 @@ class _Decision:
         average falls below 0.4 (none while one is open, i.e. before its time),
         cancelled when it recovers to 0.4 or more before that time."""
         ordered = list(reversed(conv.scores))
-        limit = self.policy.history_limit
-        scaled = [_scaled(s.value) for s in ordered]
-        exact = None not in scaled
+        lows = window_lows(ordered, self.policy.history_limit)
         found: list[tuple[Score, datetime | None]] = []  # (the fall, cancelled at)
-        open_ = False  # the last one found: not cancelled and not yet due
-        was_low = False
-        total = 0
+        open_due: datetime | None = None  # the last one found, while cancellable
         delay = self.policy.checkin_delay
-        for i, s in enumerate(ordered):
-            if exact:
-                total += scaled[i] or 0
-                if i >= limit:
-                    total -= scaled[i - limit] or 0
-                is_low = _is_low(total, min(i + 1, limit))
-            else:  # a score with more than 20 decimals: the slow way
-                avg = average(ordered[max(0, i + 1 - limit) : i + 1])
-                is_low = avg is not None and avg < LOW_EMOTION
-            if open_ and s.scored_at >= found[-1][0].scored_at + delay:
-                open_ = False  # its time came: sent (or expired), no longer cancellable
-            if is_low and not was_low and not open_:
+        # Only where the window's band changes can anything happen; whether the
+        # open one's time came is checked there (scored_at never decreases).
+        for i in _changes(lows):
+            s = ordered[i]
+            if open_due is not None and s.scored_at >= open_due:
+                open_due = None  # its time came: sent (or expired), no longer cancellable
+            if lows[i] and open_due is None:
                 found.append((s, None))
-                open_ = True
-            elif was_low and not is_low and open_:
+                open_due = s.scored_at + delay
+            elif not lows[i] and open_due is not None:
                 found[-1] = (found[-1][0], s.scored_at)
-                open_ = False
-            was_low = is_low
+                open_due = None
         out = []
         for fall, cancelled_at in found:
             at = fall.scored_at + delay

@@ -236,8 +236,17 @@ class Service:
             sock.close()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)
-        with contextlib.suppress(Exception):
+        try:
             await self.consumer.stop()
+        except asyncio.CancelledError:
+            # aiokafka's fetcher, stopped while a fetch waits out a broker outage,
+            # lets the cancellation of its own task out: not ours, unless we are
+            # being cancelled, so the rest still closes and no traceback is printed.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+        except Exception:  # closing: the broker may be gone
+            pass
         if self.parts.producer is not None:
             with contextlib.suppress(Exception):
                 await self.parts.producer.stop()

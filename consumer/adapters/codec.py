@@ -36,6 +36,8 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.write import schemaless_writer
 
+from consumer.adapters.avro_encoder import RecordEncoder
+
 __all__ = [
     "AVRO_CONTENT_TYPE",
     "AVRO_MAGIC",
@@ -288,6 +290,8 @@ class _Schema:
     field_names: frozenset[str]
     # (name, _FINAL_* kind, nullable) of each field: see `_final_form`.
     final_form: tuple[tuple[str, int, bool], ...]
+    # The current schema's own writer; None: fastavro's writes it.
+    encoder: RecordEncoder | None
 
 
 def _fingerprint(raw_schema: Any) -> bytes:
@@ -408,6 +412,7 @@ class Codec:
             fields=fields,
             field_names=frozenset(f.name for f in fields),
             final_form=tuple((f.name, _FINAL_KINDS.get(f.kind, 0), f.nullable) for f in fields),
+            encoder=RecordEncoder.of([(f.name, f.kind, f.nullable) for f in fields]),
         )
 
     @classmethod
@@ -542,9 +547,11 @@ class Codec:
     def _encode_avro(self, schema_name: str, record: Mapping[str, Any], header: bytes) -> bytes:
         schema = self._schema(schema_name)
         checked = _check_record(schema, record)
-        fo = BytesIO()
-        fo.write(header)
         try:
+            if schema.encoder is not None:
+                return schema.encoder.encode(header, checked)
+            fo = BytesIO()
+            fo.write(header)
             schemaless_writer(fo, schema.reader, checked)
         except Exception as exc:  # _check_record should have caught it already
             raise CodecError(schema_name, f"cannot encode: {exc}", schema_violation=True) from exc

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     # Throughput knobs: bigger batches mean fewer transactions per event.
     ingest_batch_max_records: int = Field(10000, ge=1)
+    # A score loads its conversation's whole history (up to 500 scores): memory
+    # follows the scores in a transaction, so a fetch with more is applied in parts.
+    ingest_batch_max_scores: int = Field(5000, ge=1)
     ingest_lanes: int = Field(2, ge=1, le=16)
     ingest_fetch_timeout_ms: int = Field(200, ge=1)
     dispatch_batch_size: int = Field(1000, ge=1)

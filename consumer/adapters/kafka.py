@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import random
 import struct
@@ -499,6 +500,22 @@ class Fetched:
 
     def all_records(self) -> list[ConsumerRecord]:
         return [r for rs in self.records.values() for r in rs]
+
+    def split(self, topic: str, limit: int) -> list[Fetched]:
+        """The fetch as consecutive parts holding at most `limit` records of `topic`
+        each (the other topics' records in the first). The partitions of `topic` are
+        dealt out in turn, so that every part still spreads over the ingest lanes;
+        applied in order, each partition's records still go in offset order."""
+        heavy = [[(tp, r) for r in rs] for tp, rs in self.records.items() if tp.topic == topic]
+        if self.unreadable or sum(map(len, heavy)) <= limit:
+            return [self]
+        dealt = [pair for turn in itertools.zip_longest(*heavy) for pair in turn if pair]
+        parts = [Fetched() for _ in range(0, len(dealt), limit)]
+        parts[0].records = {tp: rs for tp, rs in self.records.items() if tp.topic != topic}
+        for k, part in enumerate(parts):
+            for tp, r in dealt[k * limit : (k + 1) * limit]:
+                part.records.setdefault(tp, []).append(r)
+        return parts
 
     def next_offsets(self) -> dict[TopicPartition, int]:
         """Per partition, the offset after the last record fetched, read or not."""

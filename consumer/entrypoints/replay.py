@@ -170,12 +170,18 @@ async def _read_all(
             fetched = await fetch_records(
                 consumer, *remaining, timeout_ms=500, max_records=settings.ingest_batch_max_records
             )
-            records = [r for r in fetched.all_records() if r.offset < end[_tp(r)]]
-            unreadable = [d for d in fetched.unreadable if d.record.offset < end[_tp(d.record)]]
-            if records or unreadable:
-                outcome = await ingestor.process(records, save_offsets=False, unreadable=unreadable)
-                tally.add(len(records) + len(unreadable), outcome)
-                bar.update(len(records) + len(unreadable))
+            # At most INGEST_BATCH_MAX_SCORES histories loaded at a time, as in `run`.
+            for part in fetched.split(
+                settings.topic_emotion_scored, settings.ingest_batch_max_scores
+            ):
+                records = [r for r in part.all_records() if r.offset < end[_tp(r)]]
+                unreadable = [d for d in part.unreadable if d.record.offset < end[_tp(d.record)]]
+                if records or unreadable:
+                    outcome = await ingestor.process(
+                        records, save_offsets=False, unreadable=unreadable
+                    )
+                    tally.add(len(records) + len(unreadable), outcome)
+                    bar.update(len(records) + len(unreadable))
             for tp in list(remaining):
                 if await consumer.position(tp) >= end[tp]:
                     remaining.discard(tp)

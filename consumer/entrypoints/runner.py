@@ -267,19 +267,20 @@ class Service:
         below the offsets saved in the database are skipped under their lock.
         """
         last_kafka_commit = 0.0
-        ahead: asyncio.Task[ReadAhead] | None = None
+        ahead: asyncio.Task[list[ReadAhead]] | None = None
         try:
             while not self.stop.is_set():
-                fetched, prepared = await (ahead or self._read_ahead())
+                parts = await (ahead or self._read_ahead())
                 ahead = asyncio.create_task(self._read_ahead(), name="ingest-read-ahead")
-                if not len(fetched):
-                    continue
-                async with self.batch_lock:
-                    try:
-                        outcome = await self._apply_through_outages(fetched, prepared)
-                    except Stopped:
-                        return
-                self._applied(outcome, fetched)
+                for fetched, prepared in parts:
+                    if not len(fetched) or self.stop.is_set():
+                        continue  # a part not applied is read again after a restart
+                    async with self.batch_lock:
+                        try:
+                            outcome = await self._apply_through_outages(fetched, prepared)
+                        except Stopped:
+                            return
+                    self._applied(outcome, fetched)
                 loop_time = asyncio.get_running_loop().time()
                 if loop_time - last_kafka_commit > KAFKA_COMMIT_SECONDS:
                     last_kafka_commit = loop_time
@@ -290,9 +291,10 @@ class Service:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
 
-    async def _read_ahead(self) -> ReadAhead:
-        """The next fetch, decoded if what decoding needs can be had now (else it
-        is decoded by `_apply_through_outages`, which waits the outage out)."""
+    async def _read_ahead(self) -> list[ReadAhead]:
+        """The next fetch, in parts of at most INGEST_BATCH_MAX_SCORES scores, each
+        decoded if what decoding needs can be had now (else it is decoded by
+        `_apply_through_outages`, which waits the outage out)."""
         s = self.settings
         # getmany, but a record aiokafka cannot read comes out as a dead letter.
         fetched = await fetch_records(
@@ -300,12 +302,13 @@ class Service:
             timeout_ms=s.ingest_fetch_timeout_ms,
             max_records=s.ingest_batch_max_records,
         )
-        if not len(fetched):
-            return fetched, None
-        try:
-            return fetched, await self._prepare(fetched)
-        except Unavailable:
-            return fetched, None
+        out: list[ReadAhead] = []
+        for part in fetched.split(s.topic_emotion_scored, s.ingest_batch_max_scores):
+            try:
+                out.append((part, await self._prepare(part) if len(part) else None))
+            except Unavailable:
+                out.append((part, None))
+        return out
 
     async def _prepare(self, fetched: Fetched) -> PreparedBatch:
         return await self.parts.ingestor.prepare(

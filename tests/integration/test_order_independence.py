@@ -1,15 +1,16 @@
 """Order does not matter, end to end: one generated history (a few thousand events
 of many users: bookings whose dates chain, confirmations re-sent with other dates,
 cancellations before and after their confirmations, scores with repeated message
-ids, activity, exact duplicates) goes through the real service twice, into two
-empty databases:
+ids, activity, exact duplicates) goes through the real service three times, into
+three empty databases:
 
 - run A: one instance, the events produced in one shuffled order, keyed by user,
   3 partitions per topic, batches of up to 20,000 records;
 - run B: two instances in one consumer group, each with its share of the
   partitions before anything is produced, another shuffled order, keys that
   scatter each user's events over the partitions (random or none), 4 partitions
-  per topic, batches of at most 97 records.
+  per topic, batches of at most 97 records, applied in parts of at most 11 scores;
+- `replay` of run A's topics into a third database, in parts of at most 5 scores.
 
 Once each has committed every record (its stored offsets reach the end of the
 topics), the follow-ups and the three projections are compared row by row.
@@ -28,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from consumer.config import Settings
+from consumer.entrypoints.replay import replay
 from tests.integration.helpers import (
     Event,
     activity,
@@ -176,7 +178,14 @@ async def test_two_orders_two_instances_give_the_same_tables(settings: Settings)
     events = history(seed=10, users=150, now=now)
     async with extra_database(settings) as other_database:
         a = run_settings(settings, settings.database_url, topic_partitions=3)
-        b = run_settings(settings, other_database, topic_partitions=4, ingest_batch_max_records=97)
+        # b applies its fetches in parts of at most 11 scores (INGEST_BATCH_MAX_SCORES).
+        b = run_settings(
+            settings,
+            other_database,
+            topic_partitions=4,
+            ingest_batch_max_records=97,
+            ingest_batch_max_scores=11,
+        )
 
         order_a = events[:]
         random.Random(1).shuffle(order_a)
@@ -192,6 +201,19 @@ async def test_two_orders_two_instances_give_the_same_tables(settings: Settings)
         await produce_raw(a, [(topic_of(a, e.kind), e.key, e.value) for e in order_a])
         async with running(a) as service:
             await consumed_to_end(a, timeout=180, service=service)
+
+        # `replay` of A's topics into a third database, in parts of at most 5 scores.
+        async with extra_database(settings) as replayed_database:
+            c = a.model_copy(
+                update={
+                    "database_url": replayed_database,
+                    "ingest_batch_max_records": 300,
+                    "ingest_batch_max_scores": 5,
+                }
+            )
+            report = await replay(c, lambda: datetime.now(UTC), progress=False)
+            assert report.events == len(events)
+            replayed = await snapshot(c)
 
         async with running(b) as one, running(b) as two:
             # Both in the group with their share of the partitions, then the events.
@@ -212,6 +234,7 @@ async def test_two_orders_two_instances_give_the_same_tables(settings: Settings)
     compared = {table: len(rows) for table, rows in first.items()}
     assert snapshot_diff(first, second) == [], compared
     assert first == second
+    assert snapshot_diff(first, replayed) == [], compared
 
     # Not a comparison of empty tables: the history reaches every rule.
     kinds = Counter((r["trigger_type"], r["status"]) for r in first["scheduled_followups"])

@@ -303,11 +303,15 @@ class Service:
             max_records=s.ingest_batch_max_records,
         )
         out: list[ReadAhead] = []
+        unavailable = False
         for part in fetched.split(s.topic_emotion_scored, s.ingest_batch_max_scores):
-            try:
-                out.append((part, await self._prepare(part) if len(part) else None))
-            except Unavailable:
-                out.append((part, None))
+            prepared = None
+            if len(part) and not unavailable:
+                try:
+                    prepared = await self._prepare(part)
+                except Unavailable:
+                    unavailable = True  # the other parts would wait for it again
+            out.append((part, prepared))
         return out
 
     async def _prepare(self, fetched: Fetched) -> PreparedBatch:

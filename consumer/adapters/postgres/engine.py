@@ -19,6 +19,16 @@ def create_engine(database_url: str, *, pool_size: int = 5) -> AsyncEngine:
             # generic plan assumes 10 keys an array, and once it took over it
             # joined a batch's thousands of keys by walking the pending follow-ups
             # once per key, 7-11 s a batch instead of a tenth (docs/ingest-per-core.md).
-            "server_settings": {"plan_cache_mode": "force_custom_plan"},
+            #
+            # Index probes priced as what they are once the tables are cached (the
+            # default 4 is for spinning disks): 1.57M follow-ups into a 10M replay,
+            # the batch's follow-ups were otherwise locked through a sequential scan
+            # of the table, over a second a batch, 335 times. JIT compilation only
+            # adds time to statements of a few thousand rows like these.
+            "server_settings": {
+                "plan_cache_mode": "force_custom_plan",
+                "random_page_cost": "1.1",
+                "jit": "off",
+            },
         },
     )

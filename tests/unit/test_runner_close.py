@@ -9,25 +9,8 @@ import asyncio
 
 import pytest
 
-from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, MemoryStore
-from consumer.bootstrap import build
-from consumer.config import Settings
-from consumer.entrypoints.runner import Service
-
-
-def _service() -> Service:
-    settings = Settings(
-        kafka_bootstrap_servers="127.0.0.1:9",
-        database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none",
-        http_port=0,
-    )
-    wired = build(
-        settings,
-        store=MemoryStore(),
-        publisher=MemoryDuePublisher(),
-        dead_letters=MemoryDeadLetters(),
-    )
-    return Service(settings, wired=wired)
+from consumer.adapters.memory import MemoryStore
+from tests.unit.offline_service import offline_service
 
 
 class _Closed(MemoryStore):
@@ -40,7 +23,7 @@ class _Closed(MemoryStore):
 async def test_a_cancelled_fetch_inside_the_consumers_stop_does_not_stop_the_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    service = _service()
+    service = offline_service()
     real_stop = service.consumer.stop
 
     async def stop() -> None:
@@ -57,7 +40,7 @@ async def test_a_cancelled_fetch_inside_the_consumers_stop_does_not_stop_the_clo
 async def test_a_cancellation_of_the_service_itself_still_goes_through(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    service = _service()
+    service = offline_service()
     real_stop = service.consumer.stop
     entered = asyncio.Event()
 

@@ -9,11 +9,8 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from consumer.adapters.kafka import Fetched
-from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, MemoryStore
-from consumer.bootstrap import build
-from consumer.config import Settings
-from consumer.entrypoints.runner import Service
 from consumer.service.ports import BatchOutcome
+from tests.unit.offline_service import offline_service
 
 REVOKED = TopicPartition("user.activity", 3)
 
@@ -35,18 +32,7 @@ def record(offset: int) -> ConsumerRecord[bytes, bytes]:
 
 
 async def test_a_batch_read_before_a_rebalance_reports_nothing_for_a_partition_gone() -> None:
-    settings = Settings(
-        kafka_bootstrap_servers="127.0.0.1:9",
-        database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none",
-        http_port=0,
-    )
-    wired = build(
-        settings,
-        store=MemoryStore(),
-        publisher=MemoryDuePublisher(),
-        dead_letters=MemoryDeadLetters(),
-    )
-    service = Service(settings, wired=wired)
+    service = offline_service()
     try:
         assert REVOKED not in service.consumer.assignment()
         service._applied(BatchOutcome(), Fetched({REVOKED: [record(7), record(8)]}))

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -123,6 +123,18 @@ def compose(
         return seeded, render(seeded, f, ctx, now)
 
 
+@dataclass(frozen=True, slots=True)
+class Round:
+    """A dispatch round claimed and rendered, ready to publish: the follow-ups that
+    may go out now, each with its outcome to record and its message."""
+
+    claimed: int  # all it claimed, the expired and held ones too
+    sending: Sequence[ClaimedFollowup] = ()
+    rendered: Sequence[Executed] = ()
+    messages: Sequence[DueMessage] = ()
+    started: float = 0.0  # perf_counter when the claim came back
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -196,12 +208,49 @@ class Dispatcher:
                         await fut
 
     async def _round(self) -> float | None:
-        """One round; then how long to sleep, or None to go on at once."""
-        if await self.dispatch_due() < self.batch_size:
+        """Rounds while follow-ups fall due; then how long to sleep, or None to go on
+        at once (a backlog, drained by the lanes, or a stop)."""
+        claimed = await self._stream()
+        if self._stop.is_set():
+            return None
+        if claimed < self.batch_size:
             return await self._seconds_until_next()
         if self.lanes > 1:
             await self.drain()
         return None
+
+    async def _stream(self) -> int:
+        """Rounds one after another while each finds some follow-ups due but not a
+        full batch (a steady load). Each claims and renders while the one before it
+        publishes, so a follow-up that falls due waits for a claim, not for a whole
+        round; they still publish one at a time, in order. Returns what the last
+        round claimed: 0 when nothing was due, a full batch for the lanes."""
+        publishing: asyncio.Future[None] | None = None
+        try:
+            while True:
+                ready = await self.claim_round()
+                if publishing is not None:
+                    try:
+                        await publishing
+                    except Exception:
+                        # Claimed and rendered: this one is still published (nothing
+                        # left half done), then the first failure is raised.
+                        with contextlib.suppress(Exception):
+                            await self.finish_round(ready)
+                        raise
+                    finally:
+                        publishing = None
+                if not 0 < ready.claimed < self.batch_size or self._stop.is_set():
+                    await self.finish_round(ready)
+                    return ready.claimed
+                publishing = asyncio.ensure_future(self.finish_round(ready))
+        except BaseException as exc:
+            if publishing is not None:
+                if isinstance(exc, asyncio.CancelledError):
+                    publishing.cancel()
+                with contextlib.suppress(BaseException):
+                    await publishing  # the round before a failed claim still finishes
+            raise
 
     async def drain(self) -> None:
         """A backlog: rounds side by side, each on its own claimed follow-ups (SKIP
@@ -238,10 +287,17 @@ class Dispatcher:
 
     async def dispatch_due(self) -> int:
         """One round: claim what is due, publish it, record the outcome. Returns claimed."""
+        ready = await self.claim_round()
+        await self.finish_round(ready)
+        return ready.claimed
+
+    async def claim_round(self) -> Round:
+        """A round up to its publishing: claim what is due, expire what is too late,
+        hold what may not go out now (the sending window), render the rest."""
         now = self.clock()
         claimed = await self.store.claim_due(self.owner, now, self.lease, self.batch_size)
         if not claimed:
-            return 0
+            return Round(0)
         started = time.perf_counter()
         # Too late on its first attempt (the service was down, say): never sent.
         # A retried one was on time once, so it keeps its chance.
@@ -257,13 +313,23 @@ class Dispatcher:
             log.info("expired without sending", extra={"count": len(stale)})
         if fresh and self.policy.sending.active:
             fresh = await self._gate(fresh, now)
-        if fresh:
-            await self._send(fresh, now)
-        log.debug(
-            "dispatch round",
-            extra={"claimed": len(claimed), "seconds": round(time.perf_counter() - started, 4)},
-        )
-        return len(claimed)
+        if not fresh:
+            return Round(len(claimed), started=started)
+        rendered, messages = await self._render(fresh, now)
+        return Round(len(claimed), fresh, rendered, messages, started)
+
+    async def finish_round(self, ready: Round) -> None:
+        """Publish a claimed round and record the outcome, while its leases hold."""
+        if ready.messages:
+            await self._publish(ready)
+        if ready.claimed:
+            log.debug(
+                "dispatch round",
+                extra={
+                    "claimed": ready.claimed,
+                    "seconds": round(time.perf_counter() - ready.started, 4),
+                },
+            )
 
     async def _gate(
         self, claimed: Sequence[ClaimedFollowup], now: datetime
@@ -315,7 +381,9 @@ class Dispatcher:
             )
         return go
 
-    async def _send(self, claimed: Sequence[ClaimedFollowup], now: datetime) -> None:
+    async def _render(
+        self, claimed: Sequence[ClaimedFollowup], now: datetime
+    ) -> tuple[list[Executed], list[DueMessage]]:
         facts = await self.store.firing_facts([c.followup for c in claimed])
         rendered: list[Executed] = []
         messages: list[DueMessage] = []
@@ -339,7 +407,11 @@ class Dispatcher:
             )
             record = due_record(f, template, text, c.retry_count + 1, now)
             messages.append(DueMessage(f.user_id, record))
-        results = await self.publisher.publish(messages)
+        return rendered, messages
+
+    async def _publish(self, ready: Round) -> None:
+        claimed, rendered = ready.sending, ready.rendered
+        results = await self.publisher.publish(ready.messages)
         done = [r for r, err in zip(rendered, results, strict=True) if err is None]
         published_at = self.clock()
         await self.store.mark_executed(self.owner, done, published_at)

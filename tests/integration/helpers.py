@@ -25,6 +25,7 @@ from consumer.adapters.postgres.store import create_engine, migrate, upsert_foll
 from consumer.config import Settings
 from consumer.domain.model import Followup, TriggerType
 from consumer.entrypoints.runner import Service
+from consumer.service.dispatch import Round
 from harness.events import CODEC as CODEC
 from harness.events import Event as Event
 from harness.events import activity as activity
@@ -254,16 +255,24 @@ class DispatchRounds:
         self.started = 0
         self.completed: list[int] = []  # the numbers of the rounds that completed
         dispatcher = service.parts.dispatcher
-        original = dispatcher.dispatch_due
+        claim, finish = dispatcher.claim_round, dispatcher.finish_round
+        numbers: dict[int, int] = {}  # id of a claimed round -> its number
 
-        async def counted() -> int:
+        # A round begins with its claim and is complete once finished (published and
+        # recorded); under a steady load the next one's claim overlaps it.
+        async def claimed() -> Round:
             self.started += 1
             number = self.started
-            claimed = await original()
-            self.completed.append(number)
-            return claimed
+            ready = await claim()
+            numbers[id(ready)] = number
+            return ready
 
-        dispatcher.dispatch_due = counted  # type: ignore[method-assign]
+        async def finished(ready: Round) -> None:
+            await finish(ready)
+            self.completed.append(numbers.pop(id(ready)))
+
+        dispatcher.claim_round = claimed  # type: ignore[method-assign]
+        dispatcher.finish_round = finished  # type: ignore[method-assign]
 
     async def after_now(self, n: int = 1, timeout: float = 30.0) -> None:
         """Until `n` rounds that began after this call have completed."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from consumer.adapters.memory import MemoryDeadLetters, MemoryDuePublisher, Tall
 from consumer.domain.model import TriggerType
 from consumer.domain.policy import Policy, RetryPolicy
 from consumer.service.dispatch import Dispatcher
-from consumer.service.ports import DueMessage, FollowupView, Store
+from consumer.service.ports import ClaimedFollowup, DueMessage, FollowupView, Store
 from tests.integration.helpers import cancelled, confirmed
 from tests.service.conftest import T0, FixedClock, custom, ingestor, recs, seed
 
@@ -276,6 +277,81 @@ class OverlapPublisher(MemoryDuePublisher):
         elif self.calls > 2:
             self.another.set()
         return await super().publish(messages)
+
+
+class SteadyPublisher(MemoryDuePublisher):
+    """A steady load: after each claim the clock moves on a second (the next
+    follow-up falls due), and publish number n waits until claim n + 1 is made,
+    which only a round claimed while the one before it publishes can do. Call
+    number `refuse_call` then raises (and the calls after it no longer wait)."""
+
+    def __init__(self, clock: FixedClock, refuse_call: int | None = None) -> None:
+        super().__init__()
+        self.clock = clock
+        self.calls = 0
+        self.claims = 0
+        self.refuse_call = refuse_call
+        self.claimed = asyncio.Condition()
+
+    def counting_claims(self, store: Store) -> None:
+        claim_due = store.claim_due
+
+        async def counted(*args: Any) -> list[ClaimedFollowup]:
+            found = await claim_due(*args)
+            self.clock.advance(S)
+            async with self.claimed:
+                self.claims += 1
+                self.claimed.notify_all()
+            return found
+
+        store.claim_due = counted  # type: ignore[method-assign,assignment]
+
+    async def publish(self, messages: Sequence[DueMessage]) -> list[BaseException | None]:
+        self.calls += 1
+        call = self.calls
+        if self.refuse_call is None or call <= self.refuse_call:
+            async with self.claimed:
+                await asyncio.wait_for(self.claimed.wait_for(lambda: self.claims > call), 10)
+        if call == self.refuse_call:
+            raise RuntimeError("this round's publish breaks")
+        return await super().publish(messages)
+
+
+async def test_under_a_steady_load_each_round_is_claimed_while_the_one_before_publishes(
+    store: Store, clock: FixedClock
+) -> None:
+    ids = await seed(store, [custom(n, T0 + n * S) for n in range(4)], T0)
+    publisher = SteadyPublisher(clock)
+    publisher.counting_claims(store)
+    d = Dispatcher(store, publisher, Policy(), RETRY, clock, batch_size=5, lanes=3)
+    assert await d._round() == 1.0  # nothing left: the poll interval
+    assert publisher.published_ids == ids  # in order, each once
+    # A claim each, and the one that found nothing while the last one published.
+    assert publisher.claims == 5
+    for id_ in ids:
+        assert (await view_of(store, id_)).status == "executed"
+
+
+async def test_a_failed_publish_lets_the_round_claimed_meanwhile_publish_then_raises(
+    store: Store, clock: FixedClock
+) -> None:
+    first, second, third = await seed(store, [custom(n, T0 + n * S) for n in range(3)], T0)
+    publisher = SteadyPublisher(clock, refuse_call=1)
+    publisher.counting_claims(store)
+    d = Dispatcher(store, publisher, Policy(), RETRY, clock, batch_size=5, lanes=3)
+    with pytest.raises(RuntimeError, match="breaks"):
+        await d._round()
+    # The second round was claimed while the first published: it went out. Nothing
+    # more was claimed after the failure.
+    assert publisher.published_ids == [second]
+    assert publisher.claims == 2
+    assert (await view_of(store, second)).status == "executed"
+    assert {(await view_of(store, i)).status for i in (first, third)} == {"pending"}
+    # The failed round's follow-up goes out once its lease runs out.
+    clock.advance(LEASE + S)
+    while await d.dispatch_due():
+        pass
+    assert sorted(publisher.published_ids) == sorted([first, second, third])
 
 
 async def test_a_backlog_is_drained_by_lanes_side_by_side_each_followup_once(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
@@ -205,7 +205,8 @@ class Refused:
 Change = Followup | Removed | UserState | Booking | Conversation | Refused
 
 
-_FIELD_NAMES: dict[type, frozenset[str]] = {}
+# Per class: its fields in order, as a set, and whether it is a slotted Python class.
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str], bool]] = {}
 
 
 def evolve(obj: _T, **changes: Any) -> _T:
@@ -214,16 +215,21 @@ def evolve(obj: _T, **changes: Any) -> _T:
     per-field inspection was 3-4% of ingest. The same result (a property test
     holds it to `replace`): every field copied, the named ones changed, an
     unknown name a TypeError. Only for classes whose fields are all set by
-    `__init__` and that have no `__post_init__` (all of this module's)."""
+    `__init__` and that have no `__post_init__` (all of this module's).
+    Compiled by mypyc (hatch_build.py) the classes are native, without
+    `__slots__`, and their own constructor is the fast way."""
     cls = type(obj)
-    slots: tuple[str, ...] = cls.__slots__  # type: ignore[attr-defined]
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = frozenset(slots)
-    if not names.issuperset(changes):
-        unknown = ", ".join(sorted(set(changes) - names))
+    known = _FIELDS.get(cls)
+    if known is None:
+        names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
+        known = _FIELDS[cls] = (names, frozenset(names), hasattr(cls, "__slots__"))
+    names, name_set, slotted = known
+    if not name_set.issuperset(changes):
+        unknown = ", ".join(sorted(set(changes) - name_set))
         raise TypeError(f"{cls.__name__} has no field {unknown}")
+    if not slotted:
+        return cls(**{n: changes[n] if n in changes else getattr(obj, n) for n in names})
     new = object.__new__(cls)
-    for name in slots:
+    for name in names:
         object.__setattr__(new, name, changes[name] if name in changes else getattr(obj, name))
     return new

@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.compare [--baseline main] [--events 200000] [--users 20000]
                                       [--instances 1 2] [--rounds 2]
                                       [--burst 100000] [--rate 1000] [--seconds 30]
-                                      [--dispatch-rounds 3]
+                                      [--dispatch-rounds 3] [--native]
                                       [--skip-ingest] [--skip-dispatch]
 
 Unpacks `--baseline` (a git revision) into a scratch directory, produces one
@@ -27,6 +27,7 @@ from bench.lib.compare import (
     checkout,
     compare_dispatch,
     compare_ingest,
+    compiled,
     dispatch_table,
     working_tree,
 )
@@ -54,6 +55,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=1000, help="steady follow-ups due per second")
     p.add_argument("--seconds", type=int, default=30, help="steady run length")
     p.add_argument("--dispatch-rounds", type=int, default=3, help="bursts per variant")
+    p.add_argument(
+        "--native",
+        action="store_true",
+        help="also each candidate compiled with mypyc, as the image ships it (hatch_build.py)",
+    )
     p.add_argument("--skip-ingest", action="store_true")
     p.add_argument("--skip-dispatch", action="store_true")
     return p.parse_args(argv)
@@ -62,6 +68,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def _run(args: argparse.Namespace) -> None:
     ep = endpoints()
     candidates = [checkout(ref) for ref in args.candidates] or [working_tree()]
+    if args.native:
+        candidates += [compiled(c) for c in candidates]
     variants = [checkout(args.baseline), *candidates]
     print(f"comparing {', '.join(v.name for v in variants)} (the first is the baseline)")
     if not args.skip_ingest:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import shutil
 import statistics
 import subprocess
 import tarfile
@@ -28,6 +29,7 @@ from bench.lib.stream import generate
 from consumer.adapters.codec import Codec
 from harness.compare_table import IngestFigure
 from harness.endpoints import Endpoints, create_database, drop_database
+from harness.native import hatch_build
 from harness.paths import REPO
 
 
@@ -58,6 +60,18 @@ def checkout(ref: str) -> Variant:
 
 def working_tree() -> Variant:
     return Variant("new (working tree)", REPO)
+
+
+def compiled(variant: Variant) -> Variant:
+    """`variant` with its per-event modules compiled by mypyc, as the image ships
+    them (hatch_build.py), in a scratch directory of its own."""
+    target = Path(tempfile.mkdtemp(prefix="bench-native-"))
+    for part in ("consumer", "schemas"):
+        shutil.copytree(
+            variant.directory / part, target / part, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    hatch_build().compile_native(target)
+    return Variant(f"{variant.name}, compiled", target)
 
 
 async def compare_ingest(

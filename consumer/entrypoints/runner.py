@@ -13,6 +13,7 @@ import logging
 import signal
 import socket
 from collections.abc import Sequence
+from importlib.machinery import EXTENSION_SUFFIXES
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
@@ -26,6 +27,7 @@ from consumer.adapters.kafka import (
 )
 from consumer.bootstrap import Clock, Wired, build, utc_now
 from consumer.config import Settings
+from consumer.domain import rules
 from consumer.entrypoints.allocator import return_freed_memory
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
@@ -139,7 +141,7 @@ class Service:
             return_freed_memory()
         log.info(
             "consumer started",
-            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled},
+            extra={"group": s.kafka_group_id, "dispatch": s.scheduler_enabled, "build": _build()},
         )
         self.tasks["ingest"] = asyncio.create_task(self._ingest_loop(), name="ingest")
         if s.scheduler_enabled:
@@ -378,6 +380,13 @@ class Service:
             await self.consumer.commit(offsets)
         except Exception as exc:  # a rebalance in progress, for one
             log.debug("kafka commit skipped", extra={"error": repr(exc)})
+
+
+def _build() -> str:
+    """ "compiled" when the rules are mypyc's extension (the image's wheel,
+    hatch_build.py), "interpreted" from source (development)."""
+    path = rules.__file__ or ""
+    return "compiled" if path.endswith(tuple(EXTENSION_SUFFIXES)) else "interpreted"
 
 
 def settle_garbage_collector() -> None:

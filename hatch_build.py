@@ -35,6 +35,7 @@ NATIVE_MODULES = (
     "consumer/domain/working_set.py",
     "consumer/adapters/avro_encoder.py",
     "consumer/adapters/codec.py",
+    "consumer/adapters/wire_fast.py",
     "consumer/adapters/postgres/arrays.py",
     "consumer/adapters/postgres/rows.py",
 )

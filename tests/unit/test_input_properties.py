@@ -29,10 +29,10 @@ from consumer.adapters.wire import (
     BadInput,
     WireDecoder,
     event_from_record,
-    fast_event,
     parse_event,
     validated_event,
 )
+from consumer.adapters.wire_fast import fast_event
 from consumer.domain.events import EventKind, InputEvent
 from consumer.domain.limits import identifier_problem, text_problem, timestamp_problem
 from consumer.domain.model import default_conversation_id

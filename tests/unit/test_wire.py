@@ -17,10 +17,10 @@ from consumer.adapters.wire import (
     BadInput,
     WireDecoder,
     event_from_record,
-    fast_event,
     parse_event,
     validated_event,
 )
+from consumer.adapters.wire_fast import fast_event
 from consumer.domain.events import (
     BookingCancelled,
     BookingConfirmed,

@@ -68,6 +68,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--chart", type=Path, default=REPO / "docs" / "perf_long_replay.png", help="the PNG"
     )
     p.add_argument(
+        "--native",
+        action="store_true",
+        help="run the working tree compiled with mypyc, as the image ships it (hatch_build.py)",
+    )
+    p.add_argument(
         "--chart-from",
         type=Path,
         default=None,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.lib.compare import compiled, working_tree
 from bench.lib.kafka import COMPRESSION, create_topics, delete_topics, end_offsets, produce_parts
 from bench.lib.names import Names
 from bench.lib.service import ServiceRun, run_service
@@ -41,8 +42,10 @@ async def run_long_replay(args: argparse.Namespace) -> int:
     n = args.events
     limit_s = args.timeout or max(300.0, n / 1000.0)
     extra_env = dict(kv.split("=", 1) for kv in args.service_env)
+    service_cwd = compiled(working_tree()).directory if args.native else REPO
     print(
-        f"long replay {names.prefix}: {n:,} events, {args.users:,} users, format "
+        f"long replay {names.prefix} ({'compiled' if args.native else 'interpreted'}):"
+        f" {n:,} events, {args.users:,} users, format "
         f"{args.format}, database {names.database}, kafka {ep.bootstrap}, "
         f"time limit {limit_s:,.0f} s",
         flush=True,
@@ -61,7 +64,7 @@ async def run_long_replay(args: argparse.Namespace) -> int:
                 partitions=args.partitions,
                 limit_s=limit_s,
                 extra_env=extra_env,
-                cwd=REPO,
+                cwd=service_cwd,
                 profile=None,
                 py_spy=None,
                 explain_ms=None,

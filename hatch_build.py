@@ -10,7 +10,7 @@ and Python imports the extension first.
 
 Editable installs (`scripts/bootstrap`) and builds without the variable stay
 pure Python, so that an edit to a `.py` always takes effect in development:
-never compile into the repository itself. `compile_native(root)` compiles a
+never compile into the repository itself. `compiled_copy(...)` compiles a
 copy (bench.compare --native, the native test step of scripts/test).
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +45,14 @@ GROUP = "followup_consumer"
 ENABLE = "FOLLOWUPS_NATIVE"
 
 
-def compile_native(root: Path) -> list[Path]:
-    """Compile NATIVE_MODULES of the tree at `root` in place; the extensions made.
-
-    `root` must be a copy (see the module's docstring). Needs mypy (mypyc),
+def compiled_copy(source: Path, root: Path, parts: Sequence[str] = ("consumer",)) -> list[Path]:
+    """Copy `parts` of the tree at `source` to `root` and compile NATIVE_MODULES
+    there, in place; the extensions made. Always a copy: the tree compiled is
+    never the one edited (see the module's docstring). Needs mypy (mypyc),
     setuptools and a C compiler.
     """
+    for part in parts:
+        shutil.copytree(source / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
     from mypyc.build import mypycify
     from setuptools import Distribution  # type: ignore[import-untyped]
 
@@ -80,8 +83,7 @@ class NativeBuild(BuildHookInterface[Any]):
         if os.environ.get(ENABLE, "") not in {"1", "true", "yes"}:
             return
         copy = self._copy = Path(tempfile.mkdtemp(prefix="followups-wheel-"))
-        shutil.copytree(Path(self.root) / "consumer", copy / "consumer")
-        for built in compile_native(copy):
+        for built in compiled_copy(Path(self.root), copy):
             build_data["force_include"][str(built)] = str(built.relative_to(copy))
         build_data["pure_python"] = False
         build_data["infer_tag"] = True

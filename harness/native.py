@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol, cast
 
@@ -27,7 +28,9 @@ class HatchBuild(Protocol):
 
     NATIVE_MODULES: tuple[str, ...]
 
-    def compile_native(self, root: Path) -> list[Path]: ...
+    def compiled_copy(
+        self, source: Path, root: Path, parts: Sequence[str] = ("consumer",)
+    ) -> list[Path]: ...
 
 
 def hatch_build() -> HatchBuild:
@@ -57,8 +60,7 @@ def native_tree(target: Path) -> list[str]:
             (target / entry.name).symlink_to(entry)
         else:
             shutil.copy2(entry, target / entry.name)
-    shutil.copytree(REPO / "consumer", target / "consumer", ignore=_PYCACHE)
-    build.compile_native(target)
+    build.compiled_copy(REPO, target)
     return [p.removesuffix(".py").replace("/", ".") for p in build.NATIVE_MODULES]
 
 

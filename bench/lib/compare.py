@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import shutil
 import statistics
 import subprocess
 import tarfile
@@ -66,11 +65,7 @@ def compiled(variant: Variant) -> Variant:
     """`variant` with its per-event modules compiled by mypyc, as the image ships
     them (hatch_build.py), in a scratch directory of its own."""
     target = Path(tempfile.mkdtemp(prefix="bench-native-"))
-    for part in ("consumer", "schemas"):
-        shutil.copytree(
-            variant.directory / part, target / part, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    hatch_build().compile_native(target)
+    hatch_build().compiled_copy(variant.directory, target, ("consumer", "schemas"))
     return Variant(f"{variant.name}, compiled", target)
 
 

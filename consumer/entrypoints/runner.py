@@ -383,8 +383,8 @@ class Service:
 
 
 def _build() -> str:
-    """ "compiled" when the rules are mypyc's extension (the image's wheel,
-    hatch_build.py), "interpreted" from source (development)."""
+    """Which build runs: "compiled" when the rules are mypyc's extension (the
+    image's wheel, hatch_build.py), "interpreted" from source (development)."""
     path = rules.__file__ or ""
     return "compiled" if path.endswith(tuple(EXTENSION_SUFFIXES)) else "interpreted"
 

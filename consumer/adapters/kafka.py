@@ -44,6 +44,7 @@ from consumer.adapters.codec import (
 )
 from consumer.adapters.registry import ConfluentEncoder
 from consumer.config import Settings
+from consumer.service.batch_gate import BatchGate
 from consumer.service.ports import DeadLetter, DueMessage, IngestStore, Unavailable
 from consumer.service.retry import retrying
 
@@ -238,16 +239,14 @@ class KafkaDeadLetters:
 class OffsetsFromDatabase(ConsumerRebalanceListener):  # type: ignore[misc]
     """Positions come from PostgreSQL, where they were saved with their effects."""
 
-    def __init__(
-        self, consumer: AIOKafkaConsumer, store: IngestStore, batch_lock: asyncio.Lock
-    ) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, store: IngestStore, gate: BatchGate) -> None:
         self.consumer = consumer
         self.store = store
-        self.batch_lock = batch_lock
+        self.gate = gate
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Let the batch in hand finish (and commit) before the partitions move on.
-        async with self.batch_lock:
+        # Let the batches in flight finish (and commit) before the partitions move on.
+        async with self.gate.paused():
             if revoked:  # (none on the first join)
                 log.info("partitions revoked", extra={"partitions": _names(revoked)})
 

@@ -12,6 +12,7 @@ import gc
 import logging
 import signal
 import socket
+from collections import deque
 from collections.abc import Sequence
 from importlib.machinery import EXTENSION_SUFFIXES
 
@@ -32,8 +33,9 @@ from consumer.entrypoints.allocator import return_freed_memory
 from consumer.entrypoints.http_api import HttpContext, create_app, make_server
 from consumer.entrypoints.scheduler import build_scheduler
 from consumer.entrypoints.startup import bind_http, database_ready, kafka_step
+from consumer.service.batch_gate import BatchGate
 from consumer.service.health import HealthReport, Probe, lag_of
-from consumer.service.ingest import PreparedBatch
+from consumer.service.ingest import LaneTurns, PreparedBatch
 from consumer.service.ports import BatchOutcome, Unavailable
 from consumer.service.retry import Stopped, retrying
 
@@ -73,7 +75,7 @@ class Service:
         self.parts = wired or build(settings, clock=clock)
         self.stop = asyncio.Event()
         self.consumer: AIOKafkaConsumer = make_consumer(settings)
-        self.batch_lock = asyncio.Lock()
+        self.gate = BatchGate()
         self.scheduler = build_scheduler(self.parts.periodic, self.parts.policy)
         token = settings.admin_token
         self.http = (
@@ -133,7 +135,7 @@ class Service:
             await self._register_schemas()
             if self.parts.producer is not None:
                 await self.parts.producer.start()
-            listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.batch_lock)
+            listener = OffsetsFromDatabase(self.consumer, self.parts.store, self.gate)
             self.consumer.subscribe(list(s.input_topics), listener=listener)
             await self.consumer.start()
         if self.own_process:
@@ -260,16 +262,21 @@ class Service:
             log.info("consumer stopped")
 
     async def _ingest_loop(self) -> None:
-        """Read and decode the next batch while this one is applied.
+        """Read and decode the next batch while the ones before it are applied.
 
         Decoding is this process's work, applying mostly PostgreSQL's: the two
-        overlap. Nothing is decided ahead: each batch's rules run in its own
-        transaction, after the batch before it committed, on the state that commit
-        left. A batch read ahead of a rebalance is still safe to apply: records
-        below the offsets saved in the database are skipped under their lock.
+        overlap, and so do two batches (`LaneTurns`: lane i of a batch starts when
+        lane i of the batch before has committed). Nothing is decided ahead: each
+        lane's rules run in its own transaction, after the same partitions' batch
+        before it committed, on the state that commit left. A batch read ahead of a
+        rebalance is still safe to apply: records below the offsets saved in the
+        database are skipped under their lock.
         """
         last_kafka_commit = 0.0
         ahead: asyncio.Task[list[ReadAhead]] | None = None
+        in_flight: deque[tuple[asyncio.Task[BatchOutcome], Fetched]] = deque()
+        turns: LaneTurns | None = None
+        stopped = False
         try:
             while not self.stop.is_set():
                 parts = await (ahead or self._read_ahead())
@@ -277,21 +284,57 @@ class Service:
                 for fetched, prepared in parts:
                     if not len(fetched) or self.stop.is_set():
                         continue  # a part not applied is read again after a restart
-                    async with self.batch_lock:
-                        try:
-                            outcome = await self._apply_through_outages(fetched, prepared)
-                        except Stopped:
-                            return
-                    self._applied(outcome, fetched)
+                    await self.gate.enter()  # not while a rebalance is under way
+                    turns = LaneTurns(self.parts.ingestor.lanes, turns)
+                    batch = self._apply_in_flight(fetched, prepared, turns)
+                    in_flight.append((asyncio.create_task(batch, name="ingest-batch"), fetched))
+                    while len(in_flight) > 1:
+                        await self._finish(*in_flight.popleft())
+                if not any(len(fetched) for fetched, _ in parts):
+                    while in_flight:  # nothing new: the last batch is not held back
+                        await self._finish(*in_flight.popleft())
                 loop_time = asyncio.get_running_loop().time()
                 if loop_time - last_kafka_commit > KAFKA_COMMIT_SECONDS:
                     last_kafka_commit = loop_time
                     await self._commit_to_kafka()
+            stopped = True
+        except Stopped:
+            stopped = True
         finally:
             if ahead is not None:
                 ahead.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
+            await self._settle(in_flight, finish=stopped)
+
+    async def _apply_in_flight(
+        self, fetched: Fetched, prepared: PreparedBatch | None, turns: LaneTurns
+    ) -> BatchOutcome:
+        try:
+            return await self._apply_through_outages(fetched, prepared, turns)
+        finally:
+            turns.abandon()  # lanes that did not commit: the next batch's stop waiting
+            self.gate.leave()
+
+    async def _finish(self, task: asyncio.Task[BatchOutcome], fetched: Fetched) -> None:
+        self._applied(await task, fetched)
+
+    async def _settle(
+        self, in_flight: deque[tuple[asyncio.Task[BatchOutcome], Fetched]], *, finish: bool
+    ) -> None:
+        """The batches still in flight when the loop ends: on a stop, let them commit
+        (within the drain time `run` gives); otherwise (a failure, a cancellation)
+        cancel them, which rolls back what was not committed."""
+        while in_flight:
+            task, fetched = in_flight.popleft()
+            if not finish:
+                task.cancel()
+            try:
+                self._applied(await task, fetched)
+            except (Exception, asyncio.CancelledError):
+                finish = False  # the ones after it waited for it: they go too
+                for later, _ in in_flight:
+                    later.cancel()
 
     async def _read_ahead(self) -> list[ReadAhead]:
         """The next fetch, in parts of at most INGEST_BATCH_MAX_SCORES scores, each
@@ -322,7 +365,10 @@ class Service:
         )
 
     async def _apply_through_outages(
-        self, fetched: Fetched, prepared: PreparedBatch | None = None
+        self,
+        fetched: Fetched,
+        prepared: PreparedBatch | None = None,
+        turns: LaneTurns | None = None,
     ) -> BatchOutcome:
         """Nothing more is applied until this batch is.
 
@@ -334,7 +380,7 @@ class Service:
             nonlocal prepared
             if prepared is None:
                 prepared = await self._prepare(fetched)
-            return await self.parts.ingestor.apply(prepared)
+            return await self.parts.ingestor.apply(prepared, turns)
 
         return await retrying(
             attempt,

@@ -83,6 +83,46 @@ def _applied(record: InRecord, saved: Mapping[Partition, int]) -> bool:
     return record.offset < saved.get((record.topic, record.partition), 0)
 
 
+class LaneTurns:
+    """Whose turn it is, per lane, with two batches in flight (the runner's).
+
+    Lane *i* of a batch is the same partitions in every batch (`_lanes`), so it
+    waits only for lane *i* of the batch before it to commit, not for that
+    batch's slowest lane: each partition's batches still commit in order, and
+    the lanes stop starting together, all waiting for PostgreSQL at once.
+    """
+
+    def __init__(self, lanes: int, after: LaneTurns | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.lanes = lanes
+        self._committed: list[asyncio.Future[bool]] = [loop.create_future() for _ in range(lanes)]
+        # The futures of the batch before, not the batch itself: no chain of them all.
+        self._after = None if after is None else after._committed
+
+    async def before(self, lane: int) -> None:
+        """Until lane `lane` of the batch before has committed (at once for the
+        first); BatchAbandoned if it never will (that batch failed or stopped)."""
+        # Shielded: a lane cancelled while it waits leaves the turn as it was.
+        if self._after is not None and not await asyncio.shield(self._after[lane]):
+            raise BatchAbandoned("the batch before this one was not applied")
+
+    def committed(self, lane: int) -> None:
+        """Lane `lane` of this batch committed (once; a retried batch says it again)."""
+        if not self._committed[lane].done():
+            self._committed[lane].set_result(True)
+
+    def abandon(self) -> None:
+        """The batch is over: its lanes that did not commit never will."""
+        for turn in self._committed:
+            if not turn.done():
+                turn.set_result(False)
+
+
+class BatchAbandoned(Exception):
+    """The batch before this one, on the same partitions, was not applied (it failed
+    or the service stopped): this one must not be applied before it."""
+
+
 class Ingestor:
     def __init__(
         self,
@@ -153,8 +193,12 @@ class Ingestor:
             await self.prepare(records, save_offsets=save_offsets, unreadable=unreadable)
         )
 
-    async def apply(self, batch: PreparedBatch) -> BatchOutcome:
-        """Apply a batch exactly once; raises only on infrastructure failures."""
+    async def apply(self, batch: PreparedBatch, turns: LaneTurns | None = None) -> BatchOutcome:
+        """Apply a batch exactly once; raises only on infrastructure failures.
+
+        With `turns` (the runner's, two batches in flight) each lane starts when the
+        same lane of the batch before has committed, not when all of it has.
+        """
         started = time.perf_counter()
         if batch.offsets and not batch.dead_letters_sent:
             # Records below the saved positions were applied already (by us before a
@@ -167,16 +211,19 @@ class Ingestor:
             await self.dead_letters.send(batch.dead)
             batch.dead_letters_sent = True
             _log_dead(batch.dead)
-        lanes = _lanes(batch, self.lanes)
-        if len(lanes) == 1:
-            outcome = await self._apply_lane(*lanes[0])
+        if turns is not None:
+            lanes = _lanes(batch, turns.lanes, every=True)
+            runs = [self._apply_in_turn(turns, i, d, o) for i, (d, o) in enumerate(lanes)]
+        else:
+            lanes = _lanes(batch, self.lanes)
+            runs = [self._apply_lane(d, o) for d, o in lanes]
+        if len(runs) == 1:
+            outcome = await runs[0]
         else:
             # One transaction per lane, side by side: while one waits for PostgreSQL
             # the rules of another run. A lane is a set of partitions, so each
             # partition's events and offset still commit together, in order.
-            results = await asyncio.gather(
-                *(self._apply_lane(d, o) for d, o in lanes), return_exceptions=True
-            )
+            results = await asyncio.gather(*runs, return_exceptions=True)
             outcome = BatchOutcome()
             for result in results:
                 if isinstance(result, BaseException):
@@ -187,6 +234,18 @@ class Ingestor:
         for d in batch.dead:
             outcome.dead[(d.record.topic, d.error_type)] += 1
         outcome.seconds = time.perf_counter() - started
+        return outcome
+
+    async def _apply_in_turn(
+        self,
+        turns: LaneTurns,
+        lane: int,
+        decoded: Sequence[Decoded],
+        offsets: Mapping[Partition, int],
+    ) -> BatchOutcome:
+        await turns.before(lane)
+        outcome = await self._apply_lane(decoded, offsets) if decoded or offsets else BatchOutcome()
+        turns.committed(lane)
         return outcome
 
     async def _apply_retrying(
@@ -251,14 +310,20 @@ class Ingestor:
         return outcome
 
 
-def _lanes(batch: PreparedBatch, lanes: int) -> list[tuple[list[Decoded], dict[Partition, int]]]:
+def _lanes(
+    batch: PreparedBatch, lanes: int, *, every: bool = False
+) -> list[tuple[list[Decoded], dict[Partition, int]]]:
     """The batch split by partition number: a key (the user id, by the contract) has
     the same partition number in every input topic, so a user's events stay in one
     lane and the lanes lock disjoint rows. Were a user's events in two lanes anyway,
-    the row locks would make one wait for the other: slower, never wrong."""
+    the row locks would make one wait for the other: slower, never wrong.
+
+    `every`: one entry per lane number, empty ones included (for LaneTurns)."""
     if lanes == 1:
         return [(batch.decoded, batch.offsets)]
     split: dict[int, tuple[list[Decoded], dict[Partition, int]]] = {}
+    if every:
+        split = {i: ([], {}) for i in range(lanes)}
     for d in batch.decoded:
         split.setdefault(d.record.partition % lanes, ([], {}))[0].append(d)
     for (topic, partition), offset in batch.offsets.items():

@@ -97,14 +97,14 @@ async def test_an_outage_is_one_line_down_and_one_line_up(
         failures: list[BaseException] = []
         apply = service.parts.ingestor.apply
 
-        async def counted(batch: Any) -> Any:
+        async def counted(batch: Any, *rest: Any) -> Any:
             try:
-                return await apply(batch)
+                return await apply(batch, *rest)
             except Exception as exc:
                 failures.append(exc)
                 raise
 
-        service.parts.ingestor.apply = counted  # type: ignore[method-assign]
+        service.parts.ingestor.apply = counted  # type: ignore[method-assign, assignment]
         await proxy.unplug()
         later = datetime.now(UTC)
         await produce_events(

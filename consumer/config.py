@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     # A score loads its conversation's whole history (up to 500 scores): memory
     # follows the scores in a transaction, so a fetch with more is applied in parts.
     ingest_batch_max_scores: int = Field(5000, ge=1)
-    ingest_lanes: int = Field(2, ge=1, le=16)
+    ingest_lanes: int = Field(3, ge=1, le=16)
     ingest_fetch_timeout_ms: int = Field(200, ge=1)
     dispatch_batch_size: int = Field(1000, ge=1)
     dispatch_lanes: int = Field(4, ge=1, le=16)

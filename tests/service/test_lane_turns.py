@@ -8,9 +8,9 @@ applying the batches one after the other.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import pytest
 
@@ -19,7 +19,6 @@ from consumer.domain.working_set import WorkingSet
 from consumer.service.batch_gate import BatchGate
 from consumer.service.ingest import BatchAbandoned, LaneTurns
 from consumer.service.ports import (
-    BatchKeys,
     IngestStore,
     Partition,
     Store,
@@ -28,7 +27,7 @@ from consumer.service.ports import (
 )
 from tests.integration.helpers import activity, confirmed
 from tests.service.conftest import ACTIVITY, T0, FixedClock, Rec, ingestor, recs
-from tests.service.test_ingest import everything
+from tests.service.test_ingest import CrashBeforeCommit, _SaveThenCrash, everything
 
 H = timedelta(hours=1)
 D = timedelta(days=1)
@@ -55,17 +54,19 @@ def batch(first: bool) -> list[Rec]:
     return out
 
 
-class _Tx:
+async def one_after_the_other(dead_letters: MemoryDeadLetters, clock: FixedClock) -> list[str]:
+    """The follow-ups left by the two batches applied in turn, one transaction each."""
+    reference = MemoryStore()
+    for first in (True, False):
+        await ingestor(reference, dead_letters, clock).process(batch(first))
+    return await everything(reference)
+
+
+class _Tx(_SaveThenCrash):
     def __init__(self, tx: UnitOfWork, store: HeldLane) -> None:
-        self.tx = tx
+        super().__init__(tx)
         self.store = store
         self.lane: int | None = None
-
-    async def lock_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
-        return await self.tx.lock_offsets(partitions)
-
-    async def lock_and_load(self, keys: BatchKeys, now: datetime) -> WorkingSet:
-        return await self.tx.lock_and_load(keys, now)
 
     async def save(self, ws: WorkingSet, offsets: Mapping[Partition, int]) -> None:
         await self.tx.save(ws, offsets)
@@ -78,12 +79,12 @@ class _Tx:
             raise Unavailable("the connection broke before the commit", resource="database")
 
 
-class HeldLane:
+class HeldLane(CrashBeforeCommit):
     """The store, except that lane 1's transaction waits before its commit until
     released (and, with `die_once`, then fails once); commits are recorded."""
 
     def __init__(self, inner: IngestStore, *, die_once: bool = False) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.held = asyncio.Event()
         self.released = asyncio.Event()
         self.die_once = die_once
@@ -95,20 +96,16 @@ class HeldLane:
         async with self.committed:
             await self.committed.wait_for(lambda: done([lane for lane, _ in self.commits]))
 
-    async def load_offsets(self, partitions: Iterable[Partition]) -> dict[Partition, int]:
-        return await self.inner.load_offsets(partitions)
-
-    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
-        return self._transaction()
-
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[UnitOfWork]:
         async with self.inner.transaction() as tx:
             wrapped = _Tx(tx, self)
             yield wrapped
         if wrapped.lane is not None:
-            parts = [(t, p) for t in (ACTIVITY,) for p in range(4) if p % LANES == wrapped.lane]
+            parts = [(ACTIVITY, p) for p in range(4) if p % LANES == wrapped.lane]
             self.commits.append((wrapped.lane, await self.inner.load_offsets(parts)))
+            async with self.committed:
+                self.committed.notify_all()
 
 
 @pytest.mark.integration  # the memory store runs one transaction at a time
@@ -134,10 +131,7 @@ async def test_a_lane_goes_on_while_the_other_lane_of_the_batch_before_is_slow(
         {(ACTIVITY, 1): 1, (ACTIVITY, 3): 1},
         {(ACTIVITY, 1): 2, (ACTIVITY, 3): 2},
     ]
-    reference = MemoryStore()
-    for first_batch in (True, False):
-        await ingestor(reference, dead_letters, clock).process(batch(first_batch))
-    assert await everything(postgres_store) == await everything(reference)
+    assert await everything(postgres_store) == await one_after_the_other(dead_letters, clock)
 
 
 async def test_a_lane_waits_for_its_lane_before_through_a_retry(
@@ -158,10 +152,7 @@ async def test_a_lane_waits_for_its_lane_before_through_a_retry(
     assert not two.done()  # it waits: the lane before it has not committed
     await service.apply(prepared, first)  # the runner's retry of the first batch
     await two
-    reference = MemoryStore()
-    for first_batch in (True, False):
-        await ingestor(reference, dead_letters, clock).process(batch(first_batch))
-    assert await everything(memory_store) == await everything(reference)
+    assert await everything(memory_store) == await one_after_the_other(dead_letters, clock)
 
 
 async def test_a_batch_whose_batch_before_was_not_applied_is_not_applied(

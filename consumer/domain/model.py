@@ -318,31 +318,24 @@ class Refused:
 Change = Followup | Removed | UserState | Booking | Conversation | Refused
 
 
-# Per class: its fields in order, as a set, and whether it is a slotted Python class.
-_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str], bool]] = {}
+# Per class: its fields in order, and as a set.
+_FIELDS: dict[type, tuple[tuple[str, ...], frozenset[str]]] = {}
 
 
 def evolve(obj: _T, **changes: Any) -> _T:
-    """`dataclasses.replace` for the slotted dataclasses of this module,
-    at half the cost: the rules make a few of them per event, and replace's
-    per-field inspection was 3-4% of ingest. The same result (a property test
-    holds it to `replace`): every field copied, the named ones changed, an
-    unknown name a TypeError. Only for classes whose fields are all set by
-    `__init__` and that have no `__post_init__` (all of this module's).
-    Compiled by mypyc (hatch_build.py) the classes are native, without
-    `__slots__`, and their own constructor is the fast way."""
+    """`dataclasses.replace` for the dataclasses of this module, at a fraction of
+    the cost: the rules make a few of them per event, and replace's per-field
+    inspection was 3-4% of ingest. The same result (a property test holds it to
+    `replace`): every field copied, the named ones changed, an unknown name a
+    TypeError. Only for classes whose `__init__` takes every field by name (all
+    of this module's)."""
     cls = type(obj)
     known = _FIELDS.get(cls)
     if known is None:
         names = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
-        known = _FIELDS[cls] = (names, frozenset(names), hasattr(cls, "__slots__"))
-    names, name_set, slotted = known
+        known = _FIELDS[cls] = (names, frozenset(names))
+    names, name_set = known
     if not name_set.issuperset(changes):
         unknown = ", ".join(sorted(set(changes) - name_set))
         raise TypeError(f"{cls.__name__} has no field {unknown}")
-    if not slotted:
-        return cls(**{n: changes[n] if n in changes else getattr(obj, n) for n in names})
-    new = object.__new__(cls)
-    for name in names:
-        object.__setattr__(new, name, changes[name] if name in changes else getattr(obj, name))
-    return new
+    return cls(**{n: changes[n] if n in changes else getattr(obj, n) for n in names})
